@@ -1,0 +1,43 @@
+"""COCO evaluation that also reports AP at every IoU threshold 0.50, 0.55, ..., 0.95.
+
+The papers report AP60/AP70/AP80/AP90 beside COCO's AP/AP50/AP75; COCOeval already computes
+the precision at every threshold, so these are read from the same evaluation.
+"""
+import numpy as np
+
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils.logger import create_small_table
+
+__all__ = ["COCOEvaluatorWithIoUThresholds"]
+
+
+def ap_per_iou_threshold(coco_eval):
+    """``{"AP50": ..., "AP55": ..., ..., "AP95": ...}`` in percent from an evaluated COCOeval.
+
+    Same reduction as COCOeval.summarize: all areas, the largest maxDets, mean over recall
+    points and categories with ground truth.
+    """
+    precision = coco_eval.eval["precision"]  # (T, R, K, A, M)
+    area_all = list(coco_eval.params.areaRngLbl).index("all")
+    results = {}
+    for t, thr in enumerate(coco_eval.params.iouThrs):
+        p = precision[t, :, :, area_all, -1]
+        p = p[p > -1]
+        results[f"AP{int(round(thr * 100))}"] = float(p.mean() * 100) if p.size else float("nan")
+    return results
+
+
+class COCOEvaluatorWithIoUThresholds(COCOEvaluator):
+    """detectron2's ``COCOEvaluator`` whose box results add AP at each IoU threshold."""
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
+        if iou_type != "bbox":
+            return results
+        if coco_eval is None:
+            per_threshold = {f"AP{t}": float("nan") for t in range(50, 100, 5)}
+        else:
+            per_threshold = ap_per_iou_threshold(coco_eval)
+        self._logger.info("AP per IoU threshold (bbox):\n" + create_small_table(per_threshold))
+        results.update(per_threshold)
+        return results

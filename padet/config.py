@@ -1,0 +1,9 @@
+"""Config of PADet (PosNeg-balanced anchors with aligned features): everything lives under ``MODEL.PADET``."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_padet_config"]
+
+
+def add_padet_config(cfg):
+    """Add the method-owned node ``MODEL.PADET``; each key carries its paper symbol."""
+    cfg.MODEL.PADET = CN()

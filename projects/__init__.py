@@ -1,0 +1,1 @@
+"""Projects that extend detectron2's existing detectors (IoU-balanced losses)."""

@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Train and evaluate every detector of this project with one script (detectron2 YAML style).
+
+    python train_net.py --config-file configs/shapes/faster_rcnn_R_18_FPN.yaml
+    python train_net.py --config-file <cfg> --eval-only MODEL.WEIGHTS <output>/model_final.pth
+    python train_net.py --config-file <cfg> --resume          # continue an interrupted run
+    python train_net.py --config-file <cfg> --num-gpus 8 SOLVER.IMS_PER_BATCH 16
+"""
+import logging
+import os
+
+import torch
+
+import d2ext  # noqa: F401  (registers the shapes dataset)
+import iou_uniform  # noqa: F401  (registration)
+import padet  # noqa: F401  (registration)
+import projects.iou_balanced  # noqa: F401  (registration)
+import rga_prm  # noqa: F401  (registration)
+from d2ext import COCOEvaluatorWithIoUThresholds, load_config
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+logger = logging.getLogger("detectron2")
+
+# detectron2 main's DefaultTrainer checkpoints its SimpleTrainer (hence the optimizer); 0.6 does not.
+TRAINER_CHECKPOINTS_OPTIMIZER = "state_dict" in DefaultTrainer.__dict__
+
+
+def check_weights_file(path):
+    """Raise a clear error for a local weights file that does not exist (URLs are left to fvcore)."""
+    if path and "://" not in path and not os.path.isfile(path):
+        raise FileNotFoundError(f"MODEL.WEIGHTS file not found: {path}")
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` with COCO evaluation at every IoU threshold and full checkpoints.
+
+    Checkpoints hold the model, optimizer, LR scheduler and iteration, so ``--resume`` continues
+    exactly where an interrupted run stopped. A fresh run refuses an ``OUTPUT_DIR`` that
+    already holds another run's checkpoints rather than overwrite them.
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if not TRAINER_CHECKPOINTS_OPTIMIZER:
+            self.checkpointer.checkpointables["optimizer"] = self._trainer.optimizer
+
+    def resume_or_load(self, resume=True):
+        if not (resume and self.checkpointer.has_checkpoint()):
+            if self.checkpointer.has_checkpoint():
+                raise FileExistsError(
+                    f"OUTPUT_DIR {self.cfg.OUTPUT_DIR} already holds a training run "
+                    "(last_checkpoint): pass --resume to continue it, or set another OUTPUT_DIR"
+                )
+            check_weights_file(self.cfg.MODEL.WEIGHTS)
+        super().resume_or_load(resume=resume)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        json_file = MetadataCatalog.get(dataset_name).get("json_file")
+        if json_file and not os.path.isfile(json_file):
+            DatasetCatalog.get(dataset_name)  # datasets that write their files on first use
+        # use_fast_impl=False: the pycocotools path, no compiled detectron2 ops.
+        return COCOEvaluatorWithIoUThresholds(
+            dataset_name, output_dir=output_folder, use_fast_impl=False
+        )
+
+
+def setup(args):
+    """get_cfg + every method node, merged with the file and trailing opts; default_setup."""
+    cfg = load_config(args.config_file, args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        if not cfg.MODEL.WEIGHTS:
+            raise ValueError("--eval-only needs the weights to evaluate: MODEL.WEIGHTS <file>")
+        check_weights_file(cfg.MODEL.WEIGHTS)
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        raise SystemExit("--num-gpus > 1 needs CUDA GPUs; none is available")
+    logger.info("Command Line Args: %s", args)
+    return launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    cli()
