@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny shapes dataset and a helper that runs train_net.py in-process."""
+import json
+import os
+
+import pytest
+
+from d2ext.shapes_dataset import register_shapes_split
+from detectron2.engine import default_argument_parser
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_TRAIN, TINY_VAL = "shapes_tiny_train", "shapes_tiny_val"
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory):
+    """``shapes_tiny_train`` (12 images) and ``shapes_tiny_val`` (6 images), registered once."""
+    root = str(tmp_path_factory.mktemp("shapes"))
+    register_shapes_split(TINY_TRAIN, 12, seed=10, root=root)
+    register_shapes_split(TINY_VAL, 6, seed=11, root=root)
+    return TINY_TRAIN, TINY_VAL
+
+
+def config_path(*parts):
+    return os.path.join(REPO, "configs", *parts)
+
+
+def run_train_net(config_file, output_dir, *opts, eval_only=False, resume=False):
+    """Run ``train_net.main`` in-process on the tiny shapes splits, on CPU, without workers."""
+    import train_net
+
+    argv = ["--config-file", config_file]
+    argv += ["--eval-only"] if eval_only else []
+    argv += ["--resume"] if resume else []
+    argv += [
+        "OUTPUT_DIR", str(output_dir),
+        "DATASETS.TRAIN", f"('{TINY_TRAIN}',)",
+        "DATASETS.TEST", f"('{TINY_VAL}',)",
+        "DATALOADER.NUM_WORKERS", "0",
+        "MODEL.DEVICE", "cpu",
+        *opts,
+    ]
+    return train_net.main(default_argument_parser().parse_args(argv))
+
+
+def read_metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f]

@@ -1,0 +1,92 @@
+"""The embedded shapes dataset: deterministic, valid COCO, hard enough to localize."""
+import filecmp
+import json
+import os
+
+import numpy as np
+
+from d2ext.shapes_dataset import (
+    SHAPES_CLASSES,
+    SHAPES_SPLITS,
+    generate_shapes_split,
+    register_shapes_split,
+)
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+
+def _generate(root, seed, n=12):
+    return generate_shapes_split(str(root), "split", n, seed)
+
+
+def test_same_seed_gives_identical_bytes(tmp_path):
+    a = _generate(tmp_path / "a", seed=3)
+    b = _generate(tmp_path / "b", seed=3)
+    assert filecmp.cmp(a, b, shallow=False)
+    images = sorted(os.listdir(tmp_path / "a" / "split"))
+    assert len(images) == 12
+    match, mismatch, errors = filecmp.cmpfiles(
+        tmp_path / "a" / "split", tmp_path / "b" / "split", images, shallow=False
+    )
+    assert (mismatch, errors) == ([], [])
+    c = _generate(tmp_path / "c", seed=4)
+    assert not filecmp.cmp(a, c, shallow=False)
+
+
+def test_annotations_are_valid_coco(tmp_path):
+    with open(_generate(tmp_path, seed=0, n=40)) as f:
+        coco = json.load(f)
+    assert [c["name"] for c in coco["categories"]] == list(SHAPES_CLASSES)
+    sizes = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
+    assert len(coco["annotations"]) >= 2 * 40 * 0.8
+    for ann in coco["annotations"]:
+        x, y, w, h = ann["bbox"]
+        width, height = sizes[ann["image_id"]]
+        assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= width and y + h <= height
+        assert 0 < ann["area"] <= w * h and ann["iscrowd"] == 0
+        assert 1 <= ann["category_id"] <= len(SHAPES_CLASSES)
+
+
+def test_dataset_is_varied_and_crowded(tmp_path):
+    with open(_generate(tmp_path, seed=0, n=60)) as f:
+        coco = json.load(f)
+    boxes = np.array([a["bbox"] for a in coco["annotations"]], dtype=float)
+    scale = np.sqrt(boxes[:, 2] * boxes[:, 3])
+    aspect = boxes[:, 2] / boxes[:, 3]
+    assert (scale < 16).mean() > 0.1, "small objects"
+    assert (scale > 64).mean() > 0.05, "large objects"
+    assert aspect.min() < 0.5 and aspect.max() > 2.0, "elongated objects both ways"
+    assert len({a["category_id"] for a in coco["annotations"]}) == len(SHAPES_CLASSES)
+    # occlusion: some visible areas are well below their box area, and boxes overlap
+    areas = np.array([a["area"] for a in coco["annotations"]])
+    assert (areas < 0.5 * boxes[:, 2] * boxes[:, 3]).mean() > 0.05
+    overlapping = 0
+    by_image = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a["bbox"])
+    for bbs in by_image.values():
+        b = np.array(bbs, dtype=float)
+        x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+        iw = np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None])
+        ih = np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None])
+        inter = np.triu((iw > 0) & (ih > 0), k=1)
+        overlapping += int(inter.sum())
+    assert overlapping >= 10
+
+
+def test_registered_split_generates_on_first_use(tmp_path):
+    register_shapes_split("shapes_test_lazy", 5, seed=2, root=str(tmp_path))
+    meta = MetadataCatalog.get("shapes_test_lazy")
+    assert not os.path.exists(meta.json_file), "nothing is written before first use"
+    dicts = DatasetCatalog.get("shapes_test_lazy")
+    assert len(dicts) == 5 and os.path.isfile(meta.json_file)
+    assert meta.thing_classes == list(SHAPES_CLASSES) and meta.evaluator_type == "coco"
+    assert all(os.path.isfile(d["file_name"]) for d in dicts)
+    mtime = os.path.getmtime(meta.json_file)
+    DatasetCatalog.get("shapes_test_lazy")
+    assert os.path.getmtime(meta.json_file) == mtime, "a complete split is not rewritten"
+
+
+def test_default_splits_registered():
+    for name in SHAPES_SPLITS:
+        assert name in DatasetCatalog.list()
+        assert MetadataCatalog.get(name).thing_classes == list(SHAPES_CLASSES)
