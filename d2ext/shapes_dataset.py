@@ -33,14 +33,14 @@ SHAPES_COLORS = [(220, 20, 60), (0, 130, 200), (60, 180, 75), (245, 130, 48), (1
 # name -> (number of images, seed)
 SHAPES_SPLITS = {"shapes_train": (2000, 0), "shapes_val": (300, 1)}
 
-GENERATOR_VERSION = 1
-IMAGE_SIZE_RANGE = (192, 256)  # height and width drawn independently, pixels
+GENERATOR_VERSION = 4
+IMAGE_SIZE_RANGE = (128, 192)  # height and width drawn independently, pixels
 OBJECTS_PER_IMAGE = (2, 10)
-OBJECT_SIZE_RANGE = (8.0, 128.0)  # geometric mean of w and h, log-uniform
+OBJECT_SIZE_RANGE = (10.0, 120.0)  # geometric mean of w and h, log-uniform
 ASPECT_RATIO_RANGE = (1 / 3, 3.0)  # w / h, log-uniform
 MIN_VISIBLE_FRACTION = 0.5
 MIN_VISIBLE_PIXELS = 16
-MIN_CONTRAST = 60  # L1 distance in RGB between an object and the background under it
+MIN_CONTRAST = 150  # L1 distance in RGB between an object and the background under it
 _SUBPIXEL_BITS = 4  # cv2 polygon vertices at 1/16 pixel
 
 
@@ -89,6 +89,13 @@ def _sample_polygon(cls_name, height, width, rng):
     cx = rng.uniform(-0.1 * half_w, width + 0.1 * half_w)
     cy = rng.uniform(-0.1 * half_h, height + 0.1 * half_h)
     return pts + [cx, cy]
+
+
+def _object_color(cls_idx, rng):
+    """An RGB colour from the class's hue band (+-10 degrees) with random saturation and value."""
+    hue = (cls_idx * 180 / len(SHAPES_CLASSES) + rng.uniform(-5, 5)) % 180  # OpenCV hue: 0-180
+    hsv = np.array([[[hue, rng.uniform(120, 255), rng.uniform(100, 255)]]], dtype=np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.int64)
 
 
 def _fill(canvas, polygon, color, antialiased):
@@ -155,11 +162,10 @@ def _render_image(rng):
             if (remaining < MIN_VISIBLE_FRACTION * np.array(full_area)).any():
                 continue  # it would hide too much of an earlier object
             under = image[y0:y1, x0:x1][mask].mean(axis=0)
-            color = rng.integers(0, 256, size=3)
-            for _ in range(5):
+            for _ in range(20):
+                color = _object_color(cls_idx, rng)
                 if np.abs(color - under).sum() >= MIN_CONTRAST:
                     break
-                color = rng.integers(0, 256, size=3)
             _fill(image, polygon, tuple(int(c) for c in color), antialiased=True)
             window[mask] = len(categories)
             visible_area = list(remaining) + [area]

@@ -24,10 +24,8 @@ def config_path(*parts):
     return os.path.join(REPO, "configs", *parts)
 
 
-def run_train_net(config_file, output_dir, *opts, eval_only=False, resume=False):
-    """Run ``train_net.main`` in-process on the tiny shapes splits, on CPU, without workers."""
-    import train_net
-
+def train_net_args(config_file, output_dir, *opts, eval_only=False, resume=False):
+    """train_net.py's parsed arguments for a run on the tiny shapes splits, on CPU, no workers."""
     argv = ["--config-file", config_file]
     argv += ["--eval-only"] if eval_only else []
     argv += ["--resume"] if resume else []
@@ -39,7 +37,15 @@ def run_train_net(config_file, output_dir, *opts, eval_only=False, resume=False)
         "MODEL.DEVICE", "cpu",
         *opts,
     ]
-    return train_net.main(default_argument_parser().parse_args(argv))
+    return default_argument_parser().parse_args(argv)
+
+
+def run_train_net(config_file, output_dir, *opts, eval_only=False, resume=False):
+    """Run ``train_net.main`` in-process (see ``train_net_args``); returns its results."""
+    import train_net
+
+    args = train_net_args(config_file, output_dir, *opts, eval_only=eval_only, resume=resume)
+    return train_net.main(args)
 
 
 def read_metrics(output_dir):

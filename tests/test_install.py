@@ -2,6 +2,7 @@
 and a provisioned detectron2's ``_C`` placeholder names the op it cannot run."""
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 
 import pytest
@@ -52,3 +53,15 @@ def test_compiled_op_placeholder_raises_named_error():
 
     assert "no compiled ops" in collect_env_info()
     assert detectron2.__version__ == "0.6"
+
+
+def test_install_step_pins_torch_unless_keeping_the_users_detectron2():
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("install", os.path.join(REPO, "tools", "install.py"))
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    pinned = install._requirements(keep_torch=False)
+    assert {"torch==2.14.1", "torchvision==0.29.1", "numpy>=1.23,<1.24"} <= set(pinned)
+    kept = install._requirements(keep_torch=True)
+    assert set(pinned) - set(kept) == {"torch==2.14.1", "torchvision==0.29.1"}

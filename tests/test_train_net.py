@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import train_net
-from detectron2.engine import HookBase, default_argument_parser
-from tests.conftest import TINY_TRAIN, TINY_VAL, config_path, read_metrics, run_train_net
+from detectron2.engine import HookBase
+from tests.conftest import TINY_VAL, config_path, read_metrics, run_train_net, train_net_args
 
 FEW_ITERS = ["SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",
              "SOLVER.STEPS", "(2,)", "SOLVER.CHECKPOINT_PERIOD", "100"]
@@ -67,14 +67,11 @@ class _InterruptAfter(HookBase):
 
 
 def _trainer(out, resume):
-    args = default_argument_parser().parse_args([
-        "--config-file", config_path("shapes", "faster_rcnn_R_18_FPN.yaml"),
-        *(["--resume"] if resume else []),
-        "OUTPUT_DIR", str(out), "DATASETS.TRAIN", f"('{TINY_TRAIN}',)",
-        "DATASETS.TEST", f"('{TINY_VAL}',)", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
+    args = train_net_args(
+        config_path("shapes", "faster_rcnn_R_18_FPN.yaml"), out,
         "SOLVER.MAX_ITER", "5", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",
-        "SOLVER.STEPS", "(3,)", "SOLVER.CHECKPOINT_PERIOD", "2",
-    ])
+        "SOLVER.STEPS", "(3,)", "SOLVER.CHECKPOINT_PERIOD", "2", resume=resume,
+    )
     trainer = train_net.Trainer(train_net.setup(args))
     trainer.resume_or_load(resume=resume)
     return trainer
