@@ -19,7 +19,9 @@ $(STAMP): $(INSTALL_INPUTS)
 # Trains the baseline Faster R-CNN from scratch on shapes_train and prints the COCO AP
 # table on shapes_val. --resume: running it again continues or re-evaluates the same run.
 demo: install
-	time $(PYTHON) train_net.py --config-file $(DEMO_CONFIG) --resume
+	@start=$$(date +%s); \
+	$(PYTHON) train_net.py --config-file $(DEMO_CONFIG) --resume && \
+	echo "demo: wall time $$(( $$(date +%s) - start )) s"
 
 test: install
 	$(PYTHON) -m pytest tests

@@ -25,12 +25,13 @@ from detectron2.utils import comm
 
 logger = logging.getLogger("detectron2")
 
-# detectron2 main's DefaultTrainer checkpoints its SimpleTrainer (hence the optimizer); 0.6 does not.
+# detectron2 main's DefaultTrainer checkpoints its SimpleTrainer (hence the optimizer);
+# 0.6 does not.
 TRAINER_CHECKPOINTS_OPTIMIZER = "state_dict" in DefaultTrainer.__dict__
 
 
 def check_weights_file(path):
-    """Raise a clear error for a local weights file that does not exist (URLs are left to fvcore)."""
+    """Raise a clear error for a missing local weights file (URLs are left to fvcore)."""
     if path and "://" not in path and not os.path.isfile(path):
         raise FileNotFoundError(f"MODEL.WEIGHTS file not found: {path}")
 

@@ -1,18 +1,18 @@
 """The embedded "shapes" detection dataset: a seeded generator of COCO-format data.
 
-Images hold filled geometric shapes of five classes with widely varied sizes (down to a few
-pixels), aspect ratios and rotations, overlapping and occluding each other, on a gradient
-background with noise and clutter (lines, dots, rings, which are not objects). Shapes are
-drawn anti-aliased with sub-pixel vertices, so a box is only right to a pixel when the
-detector localizes well: AP75 and AP90 are hard.
+Images hold filled geometric shapes of five classes (each with its own hue band) with widely
+varied sizes (down to 10 pixels), aspect ratios and rotations, overlapping and occluding each
+other, on a gradient background with noise and clutter (lines, dots, rings, which are not
+objects). Shapes are drawn anti-aliased with sub-pixel vertices, so a box is only right to a
+pixel when the detector localizes well: AP75 and AP90 are hard.
 
 Annotations follow COCO: ``bbox`` is the tight box of the object's *visible* pixels
 (XYWH, integer pixel edges), ``area`` its visible pixel count. Every annotated object keeps
 at least ``MIN_VISIBLE_FRACTION`` of its pixels visible.
 
 A split is written on first use under ``$SHAPES_DATASET_DIR`` (default
-``$DETECTRON2_DATASETS/shapes``, i.e. ``datasets/shapes``) as ``<split>/*.jpg`` (JPEG quality 95) plus
-``<split>.json``; ``shapes_train`` and ``shapes_val`` are registered at import time.
+``$DETECTRON2_DATASETS/shapes``, i.e. ``datasets/shapes``) as ``<split>/*.jpg`` (JPEG quality
+95) plus ``<split>.json``; ``shapes_train`` and ``shapes_val`` are registered at import time.
 The same seed gives byte-identical images and json.
 """
 import json
@@ -33,7 +33,7 @@ SHAPES_COLORS = [(220, 20, 60), (0, 130, 200), (60, 180, 75), (245, 130, 48), (1
 # name -> (number of images, seed)
 SHAPES_SPLITS = {"shapes_train": (2000, 0), "shapes_val": (300, 1)}
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 IMAGE_SIZE_RANGE = (128, 192)  # height and width drawn independently, pixels
 OBJECTS_PER_IMAGE = (2, 10)
 OBJECT_SIZE_RANGE = (10.0, 120.0)  # geometric mean of w and h, log-uniform
@@ -94,7 +94,7 @@ def _sample_polygon(cls_name, height, width, rng):
 def _object_color(cls_idx, rng):
     """An RGB colour from the class's hue band (+-10 degrees) with random saturation and value."""
     hue = (cls_idx * 180 / len(SHAPES_CLASSES) + rng.uniform(-5, 5)) % 180  # OpenCV hue: 0-180
-    hsv = np.array([[[hue, rng.uniform(120, 255), rng.uniform(100, 255)]]], dtype=np.float32)
+    hsv = np.array([[[hue, rng.uniform(170, 255), rng.uniform(120, 255)]]], dtype=np.float32)
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.int64)
 
 

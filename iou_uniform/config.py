@@ -1,4 +1,4 @@
-"""Config of IoU-uniform R-CNN (Zhu et al., arXiv 1912.05190): everything lives under ``MODEL.IOU_UNIFORM``."""
+"""Config of IoU-uniform R-CNN (Zhu et al., arXiv 1912.05190): the ``MODEL.IOU_UNIFORM`` node."""
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_iou_uniform_config"]

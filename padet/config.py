@@ -1,4 +1,4 @@
-"""Config of PADet (PosNeg-balanced anchors with aligned features): everything lives under ``MODEL.PADET``."""
+"""Config of PADet (PosNeg-balanced anchors with aligned features): the ``MODEL.PADET`` node."""
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_padet_config"]

@@ -5,6 +5,6 @@ __all__ = ["add_rga_prm_config"]
 
 
 def add_rga_prm_config(cfg):
-    """Add the method-owned nodes ``MODEL.RGA`` and ``MODEL.PRM``; each key carries its paper symbol."""
+    """Add the method-owned nodes ``MODEL.RGA`` and ``MODEL.PRM``; keys carry paper symbols."""
     cfg.MODEL.RGA = CN()
     cfg.MODEL.PRM = CN()

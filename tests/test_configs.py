@@ -10,7 +10,8 @@ from detectron2.modeling import build_model
 from tests.conftest import REPO
 
 CONFIGS = sorted(
-    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
+    os.path.relpath(p, REPO)
+    for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
 )
 
 
@@ -45,5 +46,6 @@ def test_unknown_key_and_missing_file_fail_clearly(tmp_path):
 
 
 def test_device_falls_back_to_cpu_without_cuda():
-    cfg = load_config(os.path.join(REPO, "configs/shapes/faster_rcnn_R_18_FPN.yaml"), ["MODEL.DEVICE", "cuda"])
+    cfg_file = os.path.join(REPO, "configs/shapes/faster_rcnn_R_18_FPN.yaml")
+    cfg = load_config(cfg_file, ["MODEL.DEVICE", "cuda"])
     assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")

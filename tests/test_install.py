@@ -58,7 +58,8 @@ def test_compiled_op_placeholder_raises_named_error():
 def test_install_step_pins_torch_unless_keeping_the_users_detectron2():
     from tests.conftest import REPO
 
-    spec = importlib.util.spec_from_file_location("install", os.path.join(REPO, "tools", "install.py"))
+    path = os.path.join(REPO, "tools", "install.py")
+    spec = importlib.util.spec_from_file_location("install", path)
     install = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(install)
     pinned = install._requirements(keep_torch=False)

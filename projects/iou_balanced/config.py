@@ -1,4 +1,4 @@
-"""Config of IoU-balanced losses (Wu et al.): everything lives under ``MODEL.IOU_BALANCED``."""
+"""Config of IoU-balanced losses (Wu et al.): the ``MODEL.IOU_BALANCED`` node."""
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_iou_balanced_config"]
