@@ -8,6 +8,7 @@ import torch
 from d2ext import load_config
 from detectron2.modeling import build_model
 from tests.conftest import REPO
+from tests.model_checks import assert_trains_and_infers, build_model_from_config
 
 CONFIGS = sorted(
     os.path.relpath(p, REPO)
@@ -28,6 +29,16 @@ def test_config_parses_and_builds(config):
     if "/shapes/" in config:
         assert cfg.OUTPUT_DIR.startswith("output/"), "each leaf config has its own OUTPUT_DIR"
         assert cfg.MODEL.WEIGHTS == "", "CPU configs train from scratch"
+
+
+LEAF_CONFIGS = [c for c in CONFIGS if not os.path.basename(c).startswith("Base-")]
+
+
+@pytest.mark.parametrize("config", LEAF_CONFIGS)
+def test_config_trains_and_infers_on_odd_sizes(config):
+    """Conventions §5: a training step on odd sizes, empty GT, half-empty batch; eval."""
+    cfg, model = build_model_from_config(os.path.join(REPO, config))
+    assert_trains_and_infers(cfg, model)
 
 
 def test_method_nodes_exist():

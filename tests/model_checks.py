@@ -1,0 +1,82 @@
+"""Shared end-to-end model checks (conventions §5): build a shipped config on CPU, then a
+training forward + backward on odd-sized random images, an empty-GT image, a half-empty batch
+and an eval forward. Every method's tests reuse these through ``tests/test_configs.py``."""
+import torch
+
+from d2ext import load_config
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+ODD_SIZES = ((200, 250), (200, 249))
+
+
+def build_model_from_config(config_file, *opts):
+    """``get_cfg`` + every method node + the YAML + opts, ``MODEL.DEVICE cpu``; seeded build."""
+    cfg = load_config(config_file, ["MODEL.DEVICE", "cpu", *opts])
+    torch.manual_seed(0)
+    return cfg, build_model(cfg)
+
+
+def random_instances(height, width, num_boxes, num_classes, generator):
+    """``num_boxes`` random non-degenerate GT boxes (at least 16 px a side) in an image."""
+    inst = Instances((height, width))
+    xy = torch.rand(num_boxes, 2, generator=generator) * torch.tensor([width - 20, height - 20])
+    wh = 16 + torch.rand(num_boxes, 2, generator=generator) * 64
+    x1y1 = xy
+    x2y2 = torch.minimum(xy + wh, torch.tensor([width - 1.0, height - 1.0]))
+    inst.gt_boxes = Boxes(torch.cat([x1y1, x2y2], dim=1))
+    inst.gt_classes = torch.randint(num_classes, (num_boxes,), generator=generator)
+    return inst
+
+
+def make_batch(num_boxes_per_image, num_classes, sizes=ODD_SIZES, seed=0):
+    """detectron2 input dicts (uint8 CHW images + ``instances``) of the given odd sizes."""
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for (h, w), n in zip(sizes, num_boxes_per_image):
+        image = (torch.rand(3, h, w, generator=g) * 255).to(torch.uint8)
+        batch.append({"image": image, "height": h, "width": w,
+                      "instances": random_instances(h, w, n, num_classes, g)})
+    return batch
+
+
+def num_classes_of(cfg):
+    meta = cfg.MODEL.META_ARCHITECTURE
+    if meta == "RetinaNet" or "RetinaNet" in meta:
+        return cfg.MODEL.RETINANET.NUM_CLASSES
+    if hasattr(cfg.MODEL, "PADET") and "NUM_CLASSES" in cfg.MODEL.PADET:
+        return cfg.MODEL.PADET.NUM_CLASSES
+    return cfg.MODEL.ROI_HEADS.NUM_CLASSES
+
+
+def train_step(model, batch):
+    """One training forward + backward inside an ``EventStorage``; returns the loss dict."""
+    model.train()
+    model.zero_grad()
+    with EventStorage():
+        losses = model(batch)
+        sum(losses.values()).backward()
+    return losses
+
+
+def assert_trains_and_infers(cfg, model):
+    """Finite losses and gradients on odd sizes, an empty-GT image, a half-empty batch; eval."""
+    n = num_classes_of(cfg)
+    for boxes in ((3, 2), (0, 0), (4, 0)):  # normal, every image empty, half-empty batch
+        losses = train_step(model, make_batch(boxes, n))
+        assert losses, "training forward returned no losses"
+        for k, v in losses.items():
+            assert torch.isfinite(v).all(), f"{k} is not finite with GT counts {boxes}"
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), f"no gradient, {boxes}"
+        assert all(g is None or torch.isfinite(g).all() for g in grads), f"bad grad, {boxes}"
+    model.eval()
+    with torch.no_grad():
+        outputs = model([{k: v for k, v in d.items() if k != "instances"}
+                         for d in make_batch((0, 0), n)])
+    assert len(outputs) == 2
+    for out, (h, w) in zip(outputs, ODD_SIZES):
+        inst = out["instances"]
+        assert inst.image_size == (h, w)
+        assert {"pred_boxes", "scores", "pred_classes"} <= set(inst.get_fields())
