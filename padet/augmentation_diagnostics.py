@@ -35,9 +35,9 @@ def augmentation_statistics(mapper, dataset_dicts, input_size):
     """Map every dict once; returns (statistics dict, list of mapped samples)."""
     before, after, counts_before, counts_after, samples = [], [], [], [], []
     for d in dataset_dicts:
+        annos = [a for a in d.get("annotations", []) if a.get("iscrowd", 0) == 0]
         boxes = np.array(
-            [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d.get("annotations", [])
-             if a.get("iscrowd", 0) == 0],
+            [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos],
             dtype=np.float64,
         ).reshape(-1, 4)
         out = mapper(d)
@@ -52,12 +52,13 @@ def augmentation_statistics(mapper, dataset_dicts, input_size):
     def quantiles(x):
         return {f"q{int(q * 100)}": float(np.quantile(x, q)) if len(x) else None for q in QUANTILES}
 
+    counts_before, counts_after = np.array(counts_before), np.array(counts_after)
     stats = {
         "num_images": len(samples),
         "boxes_per_image_before": float(np.mean(counts_before)),
         "boxes_per_image_after": float(np.mean(counts_after)),
-        "fraction_images_losing_boxes": float(np.mean(np.array(counts_after) < np.array(counts_before))),
-        "fraction_images_without_boxes_after": float(np.mean(np.array(counts_after) == 0)),
+        "fraction_images_losing_boxes": float(np.mean(counts_after < counts_before)),
+        "fraction_images_without_boxes_after": float(np.mean(counts_after == 0)),
         "short_side_over_image_before": quantiles(before),
         "short_side_over_input_after": quantiles(after),
     }
@@ -87,9 +88,11 @@ def _plot(samples, image_format, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", default="", help="a PADet config (default: the defaults)")
-    parser.add_argument("--dataset", default=None, help="registered dataset (default: DATASETS.TRAIN[0])")
+    parser.add_argument("--dataset", default=None, help="default: DATASETS.TRAIN[0]")
     parser.add_argument("--num-images", type=int, default=200)
     parser.add_argument("--num-shown", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -114,7 +117,8 @@ def main(argv=None):
     stats, samples = augmentation_statistics(mapper, dicts, cfg.MODEL.PADET.INPUT_SIZE)
     stats.update(dataset=dataset, seed=args.seed)
     os.makedirs(args.output, exist_ok=True)
-    _plot(samples[: args.num_shown], cfg.INPUT.FORMAT, os.path.join(args.output, "augmentation.png"))
+    png = os.path.join(args.output, "augmentation.png")
+    _plot(samples[: args.num_shown], cfg.INPUT.FORMAT, png)
     with open(os.path.join(args.output, "augmentation.json"), "w") as f:
         json.dump(stats, f, indent=2)
     print(json.dumps(stats, indent=2))

@@ -102,7 +102,8 @@ def batched_soft_nms(
         # Select the current maximum of every class.
         class_max = cur_scores.new_full((num_classes,), float("-inf"))
         class_max = class_max.scatter_reduce(0, classes, cur_scores, "amax")
-        candidates = torch.where(cur_scores == class_max[classes], torch.arange(n, device=device), n)
+        is_max = cur_scores == class_max[classes]
+        candidates = torch.where(is_max, torch.arange(n, device=device), n)
         selected = torch.full((num_classes,), n, dtype=torch.long, device=device)
         selected = selected.scatter_reduce(0, classes, candidates, "amin")
         chosen = selected[selected < n]

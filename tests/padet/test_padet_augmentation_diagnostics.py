@@ -9,8 +9,10 @@ from padet.augmentation_diagnostics import main
 
 def test_augmentation_diagnostic_writes_png_and_json(tiny_shapes, tmp_path):
     train, _ = tiny_shapes
-    stats = main(["--dataset", train, "--num-images", "6", "--num-shown", "3", "--output", str(tmp_path),
-                  "MODEL.PADET.INPUT_SIZE", "128"])
+    stats = main([
+        "--dataset", train, "--num-images", "6", "--num-shown", "3", "--output", str(tmp_path),
+        "MODEL.PADET.INPUT_SIZE", "128",
+    ])
     assert (tmp_path / "augmentation.png").stat().st_size > 1000
     assert json.loads((tmp_path / "augmentation.json").read_text()) == stats
     dicts = DatasetCatalog.get(train)[:6]
