@@ -7,3 +7,20 @@ __all__ = ["add_iou_balanced_config"]
 def add_iou_balanced_config(cfg):
     """Add the method-owned node ``MODEL.IOU_BALANCED``; each key carries its paper symbol."""
     cfg.MODEL.IOU_BALANCED = CN()
+    _C = cfg.MODEL.IOU_BALANCED
+    # IoU-balanced classification loss on/off (Eq. 3-4; Table 2 / Table 7 "+cls" ablation)
+    _C.CLS_ENABLED = True
+    # IoU-balanced localization loss on/off (Eq. 5-6; Table 2 / Table 7 "+loc" ablation)
+    _C.LOC_ENABLED = True
+    # eta of Eq. 4: positives' classification weight iou^eta (paper 1.5 RetinaNet; 1.3 FRCNN)
+    _C.ETA = 1.5
+    # lambda of Eq. 6: localization weight w_loc * iou^lambda
+    _C.LAMBDA = 1.5
+    # how w_loc of Eq. 6 is set: "fixed" (W_LOC), "normalized" (Eq. 7 every iteration) or
+    # "calibrate" (Eq. 7 at the first iteration with positives, then frozen and checkpointed)
+    _C.W_LOC_MODE = "fixed"
+    # w_loc of Eq. 6 for "fixed" (paper Table 3: 3.049 for RetinaNet R50, lambda 1.5)
+    _C.W_LOC = 3.049
+    # scope of the Eq. 4 normaliser Z: "batch" (all positives) or "level" (one per FPN level;
+    # RetinaNet only)
+    _C.NORMALIZER_SCOPE = "batch"
