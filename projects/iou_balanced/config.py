@@ -1,7 +1,11 @@
 """Config of IoU-balanced losses (Wu et al.): the ``MODEL.IOU_BALANCED`` node."""
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_iou_balanced_config"]
+from .losses import W_LOC_MODES
+
+__all__ = ["add_iou_balanced_config", "iou_balanced_options", "NORMALIZER_SCOPES"]
+
+NORMALIZER_SCOPES = ("batch", "level")
 
 
 def add_iou_balanced_config(cfg):
@@ -24,3 +28,31 @@ def add_iou_balanced_config(cfg):
     # scope of the Eq. 4 normaliser Z: "batch" (all positives) or "level" (one per FPN level;
     # RetinaNet only)
     _C.NORMALIZER_SCOPE = "batch"
+
+
+def iou_balanced_options(cfg):
+    """``MODEL.IOU_BALANCED`` as the keyword arguments of the IoU-balanced heads' ``__init__``.
+
+    Raises ValueError naming the key for an out-of-range value.
+    """
+    c = cfg.MODEL.IOU_BALANCED
+    for key in ("ETA", "LAMBDA"):
+        if not c[key] >= 0:
+            raise ValueError(f"MODEL.IOU_BALANCED.{key} must be >= 0, got {c[key]}")
+    if c.W_LOC_MODE not in W_LOC_MODES:
+        raise ValueError(f"MODEL.IOU_BALANCED.W_LOC_MODE must be one of {W_LOC_MODES}, "
+                         f"got {c.W_LOC_MODE!r}")
+    if not c.W_LOC > 0:
+        raise ValueError(f"MODEL.IOU_BALANCED.W_LOC must be > 0, got {c.W_LOC}")
+    if c.NORMALIZER_SCOPE not in NORMALIZER_SCOPES:
+        raise ValueError(f"MODEL.IOU_BALANCED.NORMALIZER_SCOPE must be one of "
+                         f"{NORMALIZER_SCOPES}, got {c.NORMALIZER_SCOPE!r}")
+    return {
+        "cls_enabled": c.CLS_ENABLED,
+        "loc_enabled": c.LOC_ENABLED,
+        "eta": c.ETA,
+        "lam": c.LAMBDA,
+        "w_loc_mode": c.W_LOC_MODE,
+        "w_loc": c.W_LOC,
+        "normalizer_scope": c.NORMALIZER_SCOPE,
+    }

@@ -195,11 +195,14 @@ def iou_balanced_smooth_l1_loss(pred, target, iou, *, lam, beta, w_loc=1.0, redu
         pred, target (Tensor): (P, 4) predicted and GT deltas of the positives.
         iou (Tensor): (P,) regressed IoUs.
         lam (float): the paper's lambda. beta (float): the smooth-L1 knee.
-        w_loc (float or Tensor): the constant of Eq. 6 (a detached 0-dim tensor from
-            :class:`IoUBalancedLocWeight` for the "normalized"/"calibrate" modes).
+        w_loc (float, Tensor or IoUBalancedLocWeight): the constant of Eq. 6, or the module
+            that holds it ("fixed", "normalized" or "calibrate"); the module is given the
+            plain per-sample losses and the IoUs.
         reduction (str): "sum" (the hosts divide by their own normaliser), "none" or "mean".
     """
     loss = smooth_l1_loss(pred, target, beta, reduction="none")
+    if isinstance(w_loc, IoUBalancedLocWeight):
+        w_loc = w_loc(loss.detach().sum(dim=1), iou)
     with torch.no_grad():
         w = (iou.float().pow(lam) * w_loc).to(loss.dtype)
     return _reduce(loss * w[:, None], reduction)
@@ -215,9 +218,10 @@ class IoUBalancedLocWeight(nn.Module):
       The value and a ``calibrated`` flag are persistent buffers, so a checkpoint restores
       them and a resumed run does not recalibrate. Eval never calibrates.
 
-    ``forward(per_sample_loss, iou)`` returns the detached 0-dim ``w_loc`` to pass to
-    :func:`iou_balanced_smooth_l1_loss`; in training it logs ``iou_balanced/w_loc`` to the
-    event storage (so it must then run inside an ``EventStorage``).
+    Pass it as ``w_loc`` to :func:`iou_balanced_smooth_l1_loss`, or call
+    ``forward(per_sample_loss, iou)`` for the detached 0-dim ``w_loc``. In training, the
+    "normalized" and "calibrate" modes log ``iou_balanced/w_loc`` to the event storage (so
+    they must then run inside an ``EventStorage``).
     """
 
     def __init__(self, mode="fixed", w_loc=1.0, lam=1.5):
@@ -255,10 +259,9 @@ class IoUBalancedLocWeight(nn.Module):
         Returns:
             Tensor: 0-dim float32 ``w_loc`` (detached).
         """
-        device = per_sample_loss.device
         if self.mode == "fixed":
-            w = torch.tensor(self.fixed_w_loc, device=device)
-        elif self.mode == "normalized":
+            return torch.tensor(self.fixed_w_loc, device=per_sample_loss.device)
+        if self.mode == "normalized":
             w, _ = normalized_w_loc(per_sample_loss, iou, self.lam)
         else:
             if self.training and not bool(self.calibrated):
