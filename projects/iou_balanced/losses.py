@@ -39,7 +39,7 @@ __all__ = [
     "IoUBalancedLocWeight",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("detectron2.iou_balanced")  # printed by default_setup
 
 W_LOC_MODES = ("fixed", "normalized", "calibrate")
 
