@@ -53,12 +53,13 @@ class IoUBalancedFastRCNNOutputLayers(FastRCNNOutputLayers):
         """
         super().__init__(input_shape, **kwargs)
         if normalizer_scope != "batch":
-            raise ValueError("the Faster R-CNN box head supports only "
-                             f"MODEL.IOU_BALANCED.NORMALIZER_SCOPE 'batch', got {normalizer_scope!r}")
+            raise ValueError("the Faster R-CNN box head supports only MODEL.IOU_BALANCED."
+                             f"NORMALIZER_SCOPE 'batch', got {normalizer_scope!r}")
         if loc_enabled and self.box_reg_loss_type != "smooth_l1":
             raise ValueError("the IoU-balanced localization loss weights smooth-L1: set "
                              "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE 'smooth_l1' or "
-                             f"MODEL.IOU_BALANCED.LOC_ENABLED False (got {self.box_reg_loss_type!r})")
+                             "MODEL.IOU_BALANCED.LOC_ENABLED False "
+                             f"(got {self.box_reg_loss_type!r})")
         self.cls_enabled, self.loc_enabled = cls_enabled, loc_enabled
         self.eta, self.lam = eta, lam
         self.loc_weight = IoUBalancedLocWeight(w_loc_mode, w_loc, lam)

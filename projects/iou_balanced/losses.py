@@ -102,10 +102,11 @@ def iou_balanced_sigmoid_focal_loss(
 ):
     """IoU-balanced sigmoid focal loss (Eq. 3-4 on top of focal loss; RetinaNet).
 
-    The element-wise focal loss ``FL`` (fvcore's ``sigmoid_focal_loss_jit``, as detectron2) is multiplied by a
-    detached weight matrix ``W``: ``W = iou^eta * Z`` where ``targets == 1`` (a positive
-    anchor's GT-class entry), 1 elsewhere (negatives and a positive's other classes), with
-    ``Z = sum_{T=1} FL / sum_{T=1} iou^eta FL`` (Eq. 4), per batch or per group.
+    The element-wise focal loss ``FL`` (fvcore's ``sigmoid_focal_loss_jit``, as detectron2)
+    is multiplied by a detached weight matrix ``W``: ``W = iou^eta * Z`` where
+    ``targets == 1`` (a positive anchor's GT-class entry), 1 elsewhere (negatives and a
+    positive's other classes), with ``Z = sum_{T=1} FL / sum_{T=1} iou^eta FL`` (Eq. 4), per
+    batch or per group.
 
     Args:
         logits (Tensor): (R, C) logits of the valid (non-ignored) anchors.

@@ -62,7 +62,8 @@ class IoUBalancedRetinaNet(RetinaNet):
         if loc_enabled and self.box_reg_loss_type != "smooth_l1":
             raise ValueError("the IoU-balanced localization loss weights smooth-L1: set "
                              "MODEL.RETINANET.BBOX_REG_LOSS_TYPE 'smooth_l1' or "
-                             f"MODEL.IOU_BALANCED.LOC_ENABLED False (got {self.box_reg_loss_type!r})")
+                             "MODEL.IOU_BALANCED.LOC_ENABLED False "
+                             f"(got {self.box_reg_loss_type!r})")
         self.cls_enabled, self.loc_enabled = cls_enabled, loc_enabled
         self.eta, self.lam, self.normalizer_scope = eta, lam, normalizer_scope
         self.loc_weight = IoUBalancedLocWeight(w_loc_mode, w_loc, lam)

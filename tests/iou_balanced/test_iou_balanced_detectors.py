@@ -106,7 +106,8 @@ def _proposals(seed, num_classes=3, sizes=(40, 0, 25)):
     for n in sizes:
         inst = Instances((100, 120))
         xy = torch.rand(n, 2, generator=g) * 60
-        inst.proposal_boxes = Boxes(torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=g) * 30], 1))
+        wh = 10 + torch.rand(n, 2, generator=g) * 30
+        inst.proposal_boxes = Boxes(torch.cat([xy, xy + wh], 1))
         jitter = torch.randn(n, 4, generator=g) * 3
         inst.gt_boxes = Boxes(inst.proposal_boxes.tensor + jitter)
         inst.gt_classes = torch.randint(num_classes + 1, (n,), generator=g)
