@@ -25,7 +25,10 @@ from .losses import interval_weighted_reg_loss, iou_prediction_loss
 from .reg_iou_head import IoUUniformRegIoUHead
 from .sample_generator import IoUUniformSampleGenerator, paired_iou
 
-__all__ = ["IoUUniformROIHeads", "build_classifier"]
+__all__ = [
+    "IoUUniformROIHeads", "build_classifier", "generate_samples", "reg_iou_loss_terms",
+    "shared_options_from_config",
+]
 
 
 def build_classifier(input_shape: ShapeSpec, num_classes):
@@ -35,6 +38,69 @@ def build_classifier(input_shape: ShapeSpec, num_classes):
     nn.init.normal_(layer.weight, std=0.01)
     nn.init.constant_(layer.bias, 0)
     return layer
+
+
+def shared_options_from_config(cfg):
+    """Constructor options shared by the Faster R-CNN and Cascade ROI heads."""
+    c = cfg.MODEL.IOU_UNIFORM
+    return {
+        "reg_interval_boundaries": tuple(c.INTERVALS),
+        "reg_interval_weights": tuple(c.REG_INTERVAL_WEIGHTS),
+        "reg_beta": c.REG_BETA,
+        "iou_beta": c.IOU_BETA,
+        "iou_loss_weight": c.IOU_LOSS_WEIGHT,
+        "iou_sigmoid": c.IOU_SIGMOID,
+        "efo": c.EFO,
+        "score_mode": c.SCORE_MODE,
+        "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+        "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+        "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+    }
+
+
+def check_shared_options(score_mode, reg_interval_boundaries, reg_interval_weights):
+    if score_mode not in SCORE_MODES:
+        raise ValueError(f"MODEL.IOU_UNIFORM.SCORE_MODE must be one of {SCORE_MODES}, "
+                         f"got {score_mode!r}")
+    if len(reg_interval_weights) != len(reg_interval_boundaries) - 1:
+        raise ValueError(
+            f"MODEL.IOU_UNIFORM.REG_INTERVAL_WEIGHTS has {len(reg_interval_weights)} "
+            f"entries for {len(reg_interval_boundaries) - 1} intervals of INTERVALS"
+        )
+
+
+def generate_samples(generator, targets):
+    """Generated IoU-uniform samples (Eq. 1) of every image as ``Instances`` with
+    ``proposal_boxes``, ``gt_boxes`` (regression targets) and ``gt_ious`` (IoU targets t)."""
+    samples = []
+    for t in targets:
+        s = generator(t.gt_boxes, t.image_size)
+        samples.append(Instances(t.image_size, proposal_boxes=Boxes(s.boxes),
+                                 gt_boxes=t.gt_boxes[s.gt_inds], gt_ious=s.ious))
+    return samples
+
+
+def reg_iou_loss_terms(deltas, ious, samples, box2box_transform, boundaries, weights,
+                       reg_beta, iou_beta, iou_loss_weight):
+    """(L_reg, L_iou) of a regression + IoU tower's outputs at ``samples`` (Eq. 2, §3.2)."""
+    gt_deltas = box2box_transform.get_deltas(
+        cat([s.proposal_boxes.tensor for s in samples]), cat([s.gt_boxes.tensor for s in samples])
+    )
+    target_ious = cat([s.gt_ious for s in samples])
+    loss_reg = interval_weighted_reg_loss(deltas, gt_deltas, target_ious, boundaries, weights,
+                                          reg_beta)
+    loss_iou = iou_prediction_loss(ious, target_ious, iou_beta) * iou_loss_weight
+    return loss_reg, loss_iou
+
+
+def refine_boxes(box2box_transform, proposal_boxes, deltas, image_sizes):
+    """Decode class-agnostic deltas at the RoIs and clip to each image: list[Boxes]."""
+    num = [len(b) for b in proposal_boxes]
+    pred = box2box_transform.apply_deltas(deltas, cat([b.tensor for b in proposal_boxes]))
+    refined = [Boxes(p) for p in pred.split(num)]
+    for b, size in zip(refined, image_sizes):
+        b.clip(size)
+    return refined
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -81,14 +147,7 @@ class IoUUniformROIHeads(StandardROIHeads):
             score_mode: "cls_x_iou" (p_c × u) or "cls" (p_c).
             test_score_thresh, test_nms_thresh, test_topk_per_image: as detectron2's.
         """
-        if score_mode not in SCORE_MODES:
-            raise ValueError(f"MODEL.IOU_UNIFORM.SCORE_MODE must be one of {SCORE_MODES}, "
-                             f"got {score_mode!r}")
-        if len(reg_interval_weights) != len(reg_interval_boundaries) - 1:
-            raise ValueError(
-                f"MODEL.IOU_UNIFORM.REG_INTERVAL_WEIGHTS has {len(reg_interval_weights)} "
-                f"entries for {len(reg_interval_boundaries) - 1} intervals of INTERVALS"
-            )
+        check_shared_options(score_mode, reg_interval_boundaries, reg_interval_weights)
         super().__init__(**kwargs)
         if self.train_on_pred_boxes:
             raise ValueError("IoUUniformROIHeads does not support ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES")
@@ -111,24 +170,9 @@ class IoUUniformROIHeads(StandardROIHeads):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        c = cfg.MODEL.IOU_UNIFORM
-        ret.update(
-            {
-                "sample_generator": IoUUniformSampleGenerator(cfg),
-                "generated_samples": c.GENERATED_SAMPLES,
-                "reg_interval_boundaries": tuple(c.INTERVALS),
-                "reg_interval_weights": tuple(c.REG_INTERVAL_WEIGHTS),
-                "reg_beta": c.REG_BETA,
-                "iou_beta": c.IOU_BETA,
-                "iou_loss_weight": c.IOU_LOSS_WEIGHT,
-                "iou_sigmoid": c.IOU_SIGMOID,
-                "efo": c.EFO,
-                "score_mode": c.SCORE_MODE,
-                "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
-                "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
-                "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            }
-        )
+        ret.update(shared_options_from_config(cfg))
+        ret["sample_generator"] = IoUUniformSampleGenerator(cfg)
+        ret["generated_samples"] = cfg.MODEL.IOU_UNIFORM.GENERATED_SAMPLES
         return ret
 
     @classmethod
@@ -193,13 +237,10 @@ class IoUUniformROIHeads(StandardROIHeads):
         Generated IoU-uniform samples (Eq. 1) or, with ``generated_samples=False``, the positive
         sampled RPN RoIs (Table 6). GT boxes are not added to the generated samples.
         """
-        samples = []
         if self.generated_samples:
-            for t in targets:
-                s = self.sample_generator(t.gt_boxes, t.image_size)
-                samples.append(Instances(t.image_size, proposal_boxes=Boxes(s.boxes),
-                                         gt_boxes=t.gt_boxes[s.gt_inds], gt_ious=s.ious))
+            samples = generate_samples(self.sample_generator, targets)
         else:
+            samples = []
             for p in proposals:
                 p = p[(p.gt_classes >= 0) & (p.gt_classes < self.num_classes)]
                 ious = paired_iou(p.proposal_boxes.tensor, p.gt_boxes.tensor)
@@ -210,28 +251,16 @@ class IoUUniformROIHeads(StandardROIHeads):
         )
         return samples
 
-    def reg_iou_losses(self, features, samples, loss_suffix=""):
+    def reg_iou_losses(self, features, samples):
         """L_reg (interval-weighted, Eq. 2) and L_iou of the regression + IoU tower."""
-        boxes = [s.proposal_boxes for s in samples]
-        deltas, ious = self.regress(features, boxes)
-        gt_deltas = self.box2box_transform.get_deltas(
-            cat([b.tensor for b in boxes]), cat([s.gt_boxes.tensor for s in samples])
+        deltas, ious = self.regress(features, [s.proposal_boxes for s in samples])
+        loss_reg, loss_iou = reg_iou_loss_terms(
+            deltas, ious, samples, self.box2box_transform, self.reg_interval_boundaries,
+            self.reg_interval_weights, self.reg_beta, self.iou_beta, self.iou_loss_weight,
         )
-        target_ious = cat([s.gt_ious for s in samples])
-        loss_reg = interval_weighted_reg_loss(
-            deltas, gt_deltas, target_ious, self.reg_interval_boundaries,
-            self.reg_interval_weights, self.reg_beta,
-        )
-        loss_iou = iou_prediction_loss(ious, target_ious, self.iou_beta) * self.iou_loss_weight
-        return {"loss_box_reg" + loss_suffix: loss_reg, "loss_iou" + loss_suffix: loss_iou}
+        return {"loss_box_reg": loss_reg, "loss_iou": loss_iou}
 
     # ------------------------------------------------------------------ inference
-    def refine(self, proposal_boxes, deltas):
-        """Decode class-agnostic deltas at the RoIs and clip to each image: list[Boxes]."""
-        num = [len(b) for b in proposal_boxes]
-        pred = self.box2box_transform.apply_deltas(deltas, cat([b.tensor for b in proposal_boxes]))
-        return [Boxes(p) for p in pred.split(num)]
-
     def predict(self, features, proposals):
         """§3.2 / Fig. 5: classify and regress at the proposals, EFO (IoU at the refined boxes),
         score, NMS. Detections carry ``pred_ious`` (the IoU used for scoring)."""
@@ -239,9 +268,7 @@ class IoUUniformROIHeads(StandardROIHeads):
         image_sizes = [p.image_size for p in proposals]
         probs = F.softmax(self.classify(features, boxes), dim=-1)
         deltas, ious = self.regress(features, boxes)
-        refined = self.refine(boxes, deltas)
-        for b, size in zip(refined, image_sizes):
-            b.clip(size)
+        refined = refine_boxes(self.box2box_transform, boxes, deltas, image_sizes)
         if self.efo:
             _, ious = self.regress(features, refined)
         num = [len(b) for b in boxes]
