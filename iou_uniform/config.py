@@ -55,7 +55,7 @@ def add_iou_uniform_config(cfg):
     _C.IOU_LOSS_WEIGHT = 1.0
     # apply a sigmoid to the IoU output u (in the loss and at test)
     _C.IOU_SIGMOID = False
-    # tower init: "detectron2" (c2_xavier FCs, deltas N(0, 0.001), IoU N(0, 0.01)) or "torch_default"
+    # tower init: "detectron2" (c2_xavier FCs, deltas N(0, 0.001), IoU N(0, 0.01)), "torch_default"
     _C.INIT = "detectron2"
     # --- inference (§3.2) ---
     # eliminating feature offsets: re-pool at the refined box and predict its IoU there (§3.2)

@@ -43,7 +43,8 @@ class IoUUniformSamples:
 
 def paired_iou(a, b):
     """IoU of boxes a[..., 4] and b[..., 4], pair by pair (XYXY, no "+1"); 0 for an empty union."""
-    wh = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp(min=0)
+    wh = torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])
+    wh = wh.clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 from iou_uniform import diagnostics
