@@ -243,9 +243,11 @@ class IoUUniformROIHeads(StandardROIHeads):
             samples = []
             for p in proposals:
                 p = p[(p.gt_classes >= 0) & (p.gt_classes < self.num_classes)]
-                ious = paired_iou(p.proposal_boxes.tensor, p.gt_boxes.tensor)
+                # images without GT have no positives (and no gt_boxes field)
+                gt = p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes
+                ious = paired_iou(p.proposal_boxes.tensor, gt.tensor)
                 samples.append(Instances(p.image_size, proposal_boxes=p.proposal_boxes,
-                                         gt_boxes=p.gt_boxes, gt_ious=ious))
+                                         gt_boxes=gt, gt_ious=ious))
         get_event_storage().put_scalar(
             "iou_uniform/num_reg_samples", sum(len(s) for s in samples) / max(len(samples), 1)
         )

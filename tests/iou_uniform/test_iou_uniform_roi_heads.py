@@ -110,9 +110,10 @@ def test_interval_weights_applied_to_regression_loss(weights):
     assert torch.allclose(losses["loss_iou"], expected_iou)
 
 
-def test_no_gt_gives_connected_zero_losses():
+@pytest.mark.parametrize("generated", [True, False])
+def test_no_gt_gives_connected_zero_losses(generated):
     """Check 4: images without GT give no samples, zero reg/IoU losses and a working backward."""
-    heads = build_heads()
+    heads = build_heads(GENERATED_SAMPLES=generated)
     gts = targets((0, 0))
     _, losses = train_forward(heads, gts)
     assert losses["loss_box_reg"].item() == 0 and losses["loss_iou"].item() == 0
