@@ -33,7 +33,8 @@ def test_schedule_matches_eq1():
 
 
 def _batch(model_cfg):
-    batch = make_batch((3, 2), model_cfg.MODEL.ROI_HEADS.NUM_CLASSES, seed=1)
+    batch = make_batch((3, 2), model_cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+                       sizes=((128, 160), (128, 159)), seed=1)
     for d in batch:  # box-shaped masks, for configs with a mask head
         inst, (h, w) = d["instances"], d["instances"].image_size
         masks = torch.zeros(len(inst), h, w, dtype=torch.bool)
@@ -85,9 +86,9 @@ def test_only_rcnn_parameter_gradients_are_scaled_by_lambda(opts):
     # the mask head did train and was left alone
     if opts is MASK:
         assert any(n.startswith("roi_heads.mask_head.") for n in reference)
-    # hooks removed by after_train: a further step is unscaled again
-    again = _grads(model, batch)
-    assert all(torch.equal(again[n], reference[n]) for n in reference)
+    if opts is PRM:  # hooks removed by after_train: a further step is unscaled again
+        again = _grads(model, batch)
+        assert all(torch.equal(again[n], reference[n]) for n in reference)
 
 
 def test_weight_decay_is_not_scaled():
