@@ -38,6 +38,10 @@ def rga_lambda(iteration, max_iter, lambda0=7.0, anneal=True):
     return lambda0 - (lambda0 - 1.0) * iteration / max_iter
 
 
+def _unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def rga_modules(model):
     """The R-CNN box modules whose parameters RGA scales.
 
@@ -46,8 +50,7 @@ def rga_modules(model):
     Cascade ROI heads that is ``box_head`` and ``box_predictor`` (ModuleLists over cascade
     stages); for this project's heads it also covers parallel modules and extra towers.
     """
-    if isinstance(model, DistributedDataParallel):
-        model = model.module
+    model = _unwrap(model)
     roi_heads = getattr(model, "roi_heads", None)
     if roi_heads is None:
         raise ValueError(f"RGA needs a two-stage model with roi_heads; got {type(model).__name__}")
@@ -67,9 +70,8 @@ def rga_parameters(model):
                 params.append(p)
     if not params:
         raise ValueError("RGA is enabled but the ROI heads have no trainable R-CNN parameters")
-    core = model.module if isinstance(model, DistributedDataParallel) else model
     for name in ("backbone", "proposal_generator"):
-        part = getattr(core, name, None)
+        part = getattr(_unwrap(model), name, None)
         if part is not None and any(id(p) in seen for p in part.parameters()):
             raise ValueError(f"RGA parameter selection overlaps model.{name}")
     return params
