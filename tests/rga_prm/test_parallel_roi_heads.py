@@ -198,6 +198,11 @@ def test_cascade_losses_per_stage_and_module_and_inference():
     assert len(instances) == 2 and all(len(i) > 0 for i in instances)
 
 
+def test_primary_module_is_the_highest_fraction_first_on_ties():
+    assert PRMOptions([0.5, 0.1], 512, [1.0, 1.0], -1).primary_module == 0
+    assert PRMOptions([0.1, 0.5, 0.5], 512, [1.0] * 3, -1).primary_module == 1
+
+
 def test_bad_options_fail_clearly():
     with pytest.raises(ValueError, match="POSITIVE_FRACTIONS"):
         PRMOptions([0.5, 0.0], 512, [1.0, 1.0], -1)
