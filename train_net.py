@@ -58,6 +58,13 @@ class Trainer(DefaultTrainer):
             check_weights_file(self.cfg.MODEL.WEIGHTS)
         super().resume_or_load(resume=resume)
 
+    def build_hooks(self):
+        """detectron2's hooks, plus R-CNN Gradient Annealing when ``MODEL.RGA.ENABLED``."""
+        ret = super().build_hooks()
+        if self.cfg.MODEL.RGA.ENABLED:
+            ret.insert(0, rga_prm.GradientAnnealingHook.from_config(self.cfg))
+        return ret
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         """The dataset's evaluator by its ``evaluator_type`` (d2ext.build_dataset_evaluator)."""

@@ -1,0 +1,96 @@
+"""PRM over IoU-uniform R-CNN (project combination of Sec. 3.2 with ``IoUUniformROIHeads``).
+
+In IoU-uniform R-CNN only the classification tower trains on sampled RPN proposals; the
+regression + IoU tower trains on IoU-uniform samples generated around the GT, independently
+of the positive fraction. So the parallel modules are K classification towers
+(``box_head[k]`` + ``box_predictor[k]``), each with its own soft sample of the same labelled
+proposals; the single regression + IoU tower (``reg_iou_head``) is shared. At test time the
+towers' pre-softmax logits are averaged (or ``TEST_MODULE`` alone is used) and IoU-uniform's
+EFO inference proceeds unchanged. RGA scales all K towers and the regression + IoU tower.
+"""
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import cat, cross_entropy
+from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
+from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats
+from detectron2.utils.events import get_event_storage
+from iou_uniform import IoUUniformROIHeads
+
+from .parallel_roi_heads import PRMOptions, log_background_accuracy
+from .sampling import label_proposals
+
+__all__ = ["ParallelIoUUniformROIHeads"]
+
+
+@ROI_HEADS_REGISTRY.register()
+class ParallelIoUUniformROIHeads(IoUUniformROIHeads):
+    """IoU-uniform ROI heads with K parallel classification towers (PRM)."""
+
+    @configurable
+    def __init__(self, *, prm: PRMOptions, **kwargs):
+        super().__init__(**kwargs)
+        if len(self.box_head) != prm.num_modules or len(self.box_predictor) != prm.num_modules:
+            raise ValueError(f"PRM needs {prm.num_modules} classification towers")
+        self.prm = prm
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["prm"] = PRMOptions.from_config(cfg)
+        return ret
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        parts = []
+        for _ in cfg.MODEL.PRM.POSITIVE_FRACTIONS:  # independently initialised towers
+            parts.append(super()._init_box_head(cfg, input_shape))
+        ret = parts[0]  # pooler, regression + IoU tower and box coder of the first build
+        ret["box_head"] = nn.ModuleList([p["box_head"] for p in parts])
+        ret["box_predictor"] = nn.ModuleList([p["box_predictor"] for p in parts])
+        return ret
+
+    def module_logits(self, k, box_features):
+        """Classification tower k at pooled features: logits (R, C+1)."""
+        return self.box_predictor[k](torch.flatten(self.box_head[k](box_features), 1))
+
+    def classify(self, features, boxes):
+        """Test time: mean of the towers' pre-softmax logits (Sec. 3.2), or TEST_MODULE's."""
+        box_features = self.box_pooler(features, boxes)
+        modules = [self.prm.test_module] if self.prm.test_module >= 0 else range(len(self.box_head))
+        return torch.stack([self.module_logits(k, box_features) for k in modules]).mean(dim=0)
+
+    def forward(self, images, features, proposals, targets=None):
+        del images
+        if not self.training:
+            pred_instances = self._forward_box(features, proposals)
+            return self.forward_with_given_boxes(features, pred_instances), {}
+        assert targets, "'targets' argument is required during training"
+        if self.proposal_append_gt:
+            proposals = add_ground_truth_to_proposals(targets, proposals)
+        labelled = label_proposals(proposals, targets, self.proposal_matcher, self.num_classes)
+        module_proposals = self.prm.sample(labelled, self.num_classes)
+        primary = module_proposals[self.prm.primary_module]
+        box_features = [features[f] for f in self.box_in_features]
+        losses = {}
+        for k, props in enumerate(module_proposals):
+            losses.update(self._module_cls_loss(k, box_features, props))
+        # the shared regression + IoU tower: generated samples, or the primary module's
+        # positive RoIs when MODEL.IOU_UNIFORM.GENERATED_SAMPLES is False
+        losses.update(self.reg_iou_losses(box_features, self.reg_iou_samples(primary, targets)))
+        losses.update(self._forward_mask(features, primary))
+        losses.update(self._forward_keypoint(features, primary))
+        return primary, losses
+
+    def _module_cls_loss(self, k, features, proposals):
+        """Tower k's softmax CE over its own sampled RoIs, weighted by w_k; logs its accuracy
+        on positive and negative RoIs under ``m<k>/fast_rcnn/``."""
+        logits = self.module_logits(k, self.box_pooler(features, [p.proposal_boxes for p in proposals]))
+        gt_classes = cat([p.gt_classes for p in proposals]) if proposals else logits.new_zeros(
+            (0,), dtype=torch.int64)
+        with get_event_storage().name_scope(f"m{k}"):
+            _log_classification_stats(logits, gt_classes)
+            log_background_accuracy(logits, proposals)
+        return {f"loss_cls_m{k}": cross_entropy(logits, gt_classes) * self.prm.loss_weights[k]}
