@@ -12,6 +12,7 @@ from detectron2.utils.events import get_event_storage
 
 from .anchors import SSDAnchorGenerator, flatten_anchor_maps
 from .hard_negative_mining import hard_negative_mask
+from .layers import predictor_init
 from .matching import PADetMatcher
 
 __all__ = ["AnchorPromotionModule"]
@@ -44,9 +45,7 @@ class AnchorPromotionModule(nn.Module):
             nn.Conv2d(in_channels, a, 3, padding=1) for a in num_anchors)
         self.anchor_deltas = nn.ModuleList(
             nn.Conv2d(in_channels, 4 * a, 3, padding=1) for a in num_anchors)
-        for conv in [*self.objectness, *self.anchor_deltas]:
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+        predictor_init([*self.objectness, *self.anchor_deltas])
 
     @classmethod
     def from_config(cls, cfg, input_shape):

@@ -6,7 +6,7 @@ from detectron2.config import configurable
 
 from .apm import build_padet_anchor_generator
 from .fam import FeatureAlignmentModule
-from .layers import cbr, msra_init
+from .layers import cbr, msra_init, predictor_init
 
 __all__ = ["PADetDetectionHead"]
 
@@ -30,8 +30,7 @@ class PADetDetectionHead(nn.Module):
         self.bbox_pred = nn.ModuleList(
             nn.Conv2d(in_channels, 4 * a, 3, padding=1) for a in num_anchors)
         msra_init(self.convs)
-        msra_init(self.cls_score)
-        msra_init(self.bbox_pred)
+        predictor_init([*self.cls_score, *self.bbox_pred])
 
     @classmethod
     def from_config(cls, cfg, input_shape):

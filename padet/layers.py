@@ -4,7 +4,7 @@ from torch import nn
 
 from detectron2.layers import Conv2d, get_norm
 
-__all__ = ["cbr", "extra_stage", "msra_init"]
+__all__ = ["cbr", "extra_stage", "msra_init", "predictor_init"]
 
 
 def cbr(in_channels, out_channels, kernel_size, *, stride=1, norm="BN"):
@@ -31,3 +31,12 @@ def msra_init(module):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def predictor_init(convs):
+    """Prediction convs (APM and detection outputs): N(0, 0.01) weights, zero biases, as
+    detectron2's RPN/RetinaNet heads; MSRA here gives initial logits of magnitude ~5 (project
+    decision)."""
+    for conv in convs:
+        nn.init.normal_(conv.weight, std=0.01)
+        nn.init.zeros_(conv.bias)
