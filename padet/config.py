@@ -10,7 +10,7 @@ def add_padet_config(cfg):
     _C = cfg.MODEL.PADET
     # C, number of object classes of the softmax detection classifier (C + 1 with background)
     _C.NUM_CLASSES = 80
-    # square input side (§3: 384 or 512); anchor sizes are fractions of it (§2.2 of the spec)
+    # square input side, images warped to it (§3: 384 or 512); anchor sizes are fractions of it
     _C.INPUT_SIZE = 384
     # channels of the skip blocks, decoder levels D1..D6 and heads (CBRk-256, §3)
     _C.CHANNELS = 256
@@ -58,3 +58,10 @@ def add_padet_config(cfg):
     _C.PRE_NMS_TOPK_PER_CLASS = 0
     # inference: detections kept per image (§3.3: top 300)
     _C.DETECTIONS_PER_IMAGE = 300
+
+    # --- Data: input size and SSD augmentation (spec §2.8; padet/augmentation.py) ---
+    cfg.MODEL.PADET.AUG_STYLE = "ssd"  # "ssd": distort, expand, crop, flip; "rfbnet": crop, distort, expand (p 0.6), flip
+    cfg.MODEL.PADET.PHOTOMETRIC = True  # SSD photometric distortion (brightness, contrast, saturation, hue)
+    cfg.MODEL.PADET.EXPAND_MAX_RATIO = 4.0  # SSD expand: canvas U(1, this) x image size, mean-filled
+    cfg.MODEL.PADET.CROP_MIN_IOUS = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]  # SSD crop min-IoU choices (0: any crop), plus "no crop"
+    cfg.MODEL.PADET.MIN_BOX_SIZE = 0.01  # drop training boxes whose shorter side < this x INPUT_SIZE
