@@ -36,6 +36,8 @@ def add_padet_config(cfg):
     _C.APM_HNM_RATIO = 3
     # hard-negative mining ratio of the detection loss L_cls (0 = all non-ignored negatives)
     _C.DET_HNM_RATIO = 3
+    # IoU-balanced losses (Wu et al., MODEL.IOU_BALANCED.*) in the detection head's L_cls and L_r
+    _C.IOU_BALANCED = False
     # theta: negatives whose APM score p < theta are ignored in training, dropped at test (§3.1)
     _C.THETA = 0.01
     # FAM offset source (Table 1): "none", "implicit", "loc", "shape", "concat", "disentangled"

@@ -11,6 +11,14 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
+from projects.iou_balanced import (
+    IoUBalancedLocWeight,
+    iou_balanced_cross_entropy,
+    iou_balanced_options,
+    iou_balanced_smooth_l1_loss,
+    regressed_iou,
+)
+
 from .anchors import flatten_anchor_maps
 from .detection_head import PADetDetectionHead
 from .hard_negative_mining import hard_negative_mask
@@ -36,7 +44,7 @@ class PADet(nn.Module):
                  box2box_transform, matcher, theta=0.01, det_hnm_ratio=3, smooth_l1_beta=1.0,
                  score_thresh_test=0.01, soft_nms_method="linear", soft_nms_iou_thresh=0.3,
                  soft_nms_sigma=0.5, soft_nms_min_score=0.001, pre_nms_topk_per_class=0,
-                 detections_per_image=300):
+                 detections_per_image=300, iou_balanced=None):
         super().__init__()
         self.backbone, self.apm, self.head = backbone, apm, head
         self.num_classes = num_classes
@@ -47,6 +55,10 @@ class PADet(nn.Module):
                                     sigma=soft_nms_sigma, score_threshold=soft_nms_min_score)
         self.pre_nms_topk_per_class = pre_nms_topk_per_class
         self.detections_per_image = detections_per_image
+        self.iou_balanced = iou_balanced
+        if iou_balanced and iou_balanced["loc_enabled"]:
+            self.iou_balanced_w_loc = IoUBalancedLocWeight(
+                iou_balanced["w_loc_mode"], iou_balanced["w_loc"], iou_balanced["lam"])
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -74,6 +86,7 @@ class PADet(nn.Module):
             "soft_nms_min_score": p.SOFT_NMS_MIN_SCORE,
             "pre_nms_topk_per_class": p.PRE_NMS_TOPK_PER_CLASS,
             "detections_per_image": p.DETECTIONS_PER_IMAGE,
+            "iou_balanced": iou_balanced_options(cfg) if p.IOU_BALANCED else None,
         }
 
     @property
@@ -140,22 +153,34 @@ class PADet(nn.Module):
     def losses(self, promoted, apm_logits, cls_logits, reg_deltas, gt_instances):
         """L_det = [sum CE + sum_pos smoothL1(t - encode(GT, promoted))] / N_d (§3.3), CE over
         the positives and the hard negatives (DET_HNM_RATIO : 1 per image) among the negatives
-        that survive the theta rule."""
+        that survive the theta rule. With ``MODEL.PADET.IOU_BALANCED`` the IoU-balanced losses
+        (projects.iou_balanced) replace CE (before mining) and smooth-L1."""
         targets, pos, negatives, gt_boxes = self.label_promoted(promoted, apm_logits, gt_instances)
-        ce = F.cross_entropy(cls_logits.flatten(0, 1), targets.flatten(), reduction="none")
+        target_deltas = self.box2box_transform.get_deltas(promoted[pos], gt_boxes[pos])
+        ib = self.iou_balanced
+        if ib:  # regressed IoU: two-step decode against the promoted anchor
+            iou = regressed_iou(self.box2box_transform, reg_deltas[pos], promoted[pos], gt_boxes[pos])
+        if ib and ib["cls_enabled"]:  # positives re-weighted before mining (Eq. 3-4)
+            iou_all = torch.zeros(targets.shape, device=iou.device)
+            iou_all[pos] = iou
+            ce = iou_balanced_cross_entropy(cls_logits.flatten(0, 1), targets.flatten(),
+                                            iou_all.flatten(), eta=ib["eta"], reduction="none")
+        else:
+            ce = F.cross_entropy(cls_logits.flatten(0, 1), targets.flatten(), reduction="none")
         ce = ce.view_as(targets).to(cls_logits.dtype)
         keep = pos | hard_negative_mask(ce, pos, negatives, self.det_hnm_ratio)
         num_pos = pos.sum().item()
         normalizer = max(num_pos, 1)
-        target_deltas = self.box2box_transform.get_deltas(promoted[pos], gt_boxes[pos])
+        if ib and ib["loc_enabled"]:  # Eq. 5-6
+            loss_box = iou_balanced_smooth_l1_loss(
+                reg_deltas[pos], target_deltas, iou, lam=ib["lam"], beta=self.smooth_l1_beta,
+                w_loc=self.iou_balanced_w_loc, reduction="sum")
+        else:
+            loss_box = smooth_l1_loss(reg_deltas[pos], target_deltas, self.smooth_l1_beta, "sum")
         storage = get_event_storage()
         storage.put_scalar("padet/det_num_pos_per_image", num_pos / len(targets))
         storage.put_scalar("padet/det_num_neg_per_image", negatives.sum().item() / len(targets))
-        return {
-            "loss_det_cls": ce[keep].sum() / normalizer,
-            "loss_det_box_reg": smooth_l1_loss(
-                reg_deltas[pos], target_deltas, self.smooth_l1_beta, reduction="sum") / normalizer,
-        }
+        return {"loss_det_cls": ce[keep].sum() / normalizer, "loss_det_box_reg": loss_box / normalizer}
 
     @torch.no_grad()
     def inference(self, promoted, apm_logits, cls_logits, reg_deltas, image_sizes):
