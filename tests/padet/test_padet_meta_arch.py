@@ -116,3 +116,17 @@ def test_soft_nms_rescoring_in_the_model(model):
     r = model.inference(promoted, torch.zeros(1, 3), cls_logits, torch.zeros(1, 3, 4),
                         [(100, 100)])[0]
     assert torch.allclose(r.scores, torch.tensor([0.9, 0.7, 0.4]), atol=1e-4)
+
+
+def test_pre_nms_topk_per_class(model):
+    classes = torch.tensor([0, 1, 0, 0, 1, 2])
+    scores = torch.tensor([0.5, 0.9, 0.7, 0.6, 0.2, 0.3])
+    anchor_idx = torch.arange(6) + 10
+    saved, model.pre_nms_topk_per_class = model.pre_nms_topk_per_class, 2
+    try:
+        idx, cls, sc = model._topk_per_class(anchor_idx, classes, scores)
+    finally:
+        model.pre_nms_topk_per_class = saved
+    kept = sorted(zip(cls.tolist(), idx.tolist()))
+    assert kept == [(0, 12), (0, 13), (1, 11), (1, 14), (2, 15)]  # 0.5 of class 0 dropped
+    assert torch.equal(sc, scores[idx - 10])
