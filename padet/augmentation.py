@@ -111,7 +111,7 @@ class PADetPhotometricDistortion(T.Augmentation):
     ):
         super().__init__()
         if image_format not in ("BGR", "RGB"):
-            raise ValueError(f"photometric distortion needs a BGR or RGB image, got {image_format!r}")
+            raise ValueError(f"photometric distortion takes BGR or RGB, got {image_format!r}")
         self._init(locals())
 
     def _maybe(self, low: float, high: float, neutral: float) -> float:
@@ -193,7 +193,7 @@ class PADetMinIoURandomCrop(T.Augmentation):
 
     def get_transform(self, image, boxes) -> Transform:
         if boxes is None:
-            raise ValueError("PADetMinIoURandomCrop needs the boxes: use T.AugInput(image, boxes=...)")
+            raise ValueError("PADetMinIoURandomCrop needs boxes: use T.AugInput(image, boxes=...)")
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         choice = np.random.randint(len(self.min_ious) + 1)
         if len(boxes) == 0 or choice == 0:
@@ -226,8 +226,12 @@ def build_padet_augmentation(cfg, is_train: bool):
     if not is_train:
         return [resize]
     if node.AUG_STYLE not in PADET_AUG_STYLES:
-        raise ValueError(f"MODEL.PADET.AUG_STYLE must be one of {PADET_AUG_STYLES}, got {node.AUG_STYLE!r}")
-    distort = [PADetPhotometricDistortion(image_format=cfg.INPUT.FORMAT)] if node.PHOTOMETRIC else []
+        raise ValueError(
+            f"MODEL.PADET.AUG_STYLE must be one of {PADET_AUG_STYLES}, got {node.AUG_STYLE!r}"
+        )
+    distort = []
+    if node.PHOTOMETRIC:
+        distort = [PADetPhotometricDistortion(image_format=cfg.INPUT.FORMAT)]
     crop = [PADetMinIoURandomCrop(min_ious=tuple(node.CROP_MIN_IOUS))]
     flip = T.RandomFlip(prob=0.5, horizontal=True, vertical=False)
     fill = tuple(cfg.MODEL.PIXEL_MEAN)

@@ -36,7 +36,9 @@ class PADetDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train: bool = True, *, input_size: int, min_box_size: float = 0.01, **kwargs):
+    def __init__(
+        self, is_train: bool = True, *, input_size: int, min_box_size: float = 0.01, **kwargs
+    ):
         """
         Args:
             input_size: side of the square network input (the last augmentation resizes to it).
@@ -91,7 +93,8 @@ class PADetDatasetMapper(DatasetMapper):
             dataset_dict.pop("annotations", None)
             aug_input = T.AugInput(image)
             self.augmentations(aug_input)
-            dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+            image = aug_input.image
+            dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
             return dataset_dict
 
         annos = [obj for obj in dataset_dict.pop("annotations", []) if obj.get("iscrowd", 0) == 0]

@@ -11,14 +11,15 @@ of Bodla et al. (Algorithm 1) for all classes at once:
             gaussian: exp(-IoU(M, b)^2 / sigma)
         drop the boxes whose score fell below the score threshold.
 
-Implementation: the boxes of all classes stay in one flat tensor. Each step selects the current
-maximum of every class at once (two ``scatter_reduce`` calls), computes the IoU of every box
-with its own class's selection (one ``matched_pairwise_iou`` over N pairs) and decays the scores.
-The only Python loop is the unavoidable greedy sequence of selections, and it runs for
-S = min(largest class size, topk) steps, because the kept scores of a class are non-increasing in
-selection order (decay never raises a score), so selections beyond a class's first ``topk`` can
-never enter the overall top-k. Cost: O(S * N) time and O(N) memory for N input boxes (versus
-O(N^2) for per-class IoU matrices).
+Implementation: the remaining boxes of all classes stay in one flat tensor. Each step selects
+the current maximum of every class at once (two ``scatter_reduce`` calls), computes the IoU of
+every remaining box with its own class's selection (one ``matched_pairwise_iou`` over n pairs),
+decays the scores and compacts the tensors to the boxes still alive. The only Python loop is the
+unavoidable greedy sequence of selections. Decay never raises a score, so a class's kept scores
+are non-increasing in selection order: the loop runs at most S = min(largest class size, topk)
+steps, and once ``topk`` boxes are kept, boxes below the k-th best kept score are dropped (both
+exact). Cost: O(S * N) time, usually much less as boxes are dropped, and O(N) memory for N input
+boxes (per-class IoU matrices would need O(N^2)).
 
 Differences from Bodla's reference code: IoU uses continuous coordinates (no "+1" pixel
 convention) and is computed in float32 (detectron2's ``Boxes``); boxes already below
@@ -82,48 +83,50 @@ def batched_soft_nms(
         raise ValueError(f"gaussian soft-NMS needs sigma > 0, got {sigma}")
 
     device = scores.device
-    candidates = torch.nonzero(scores >= score_threshold).squeeze(1)
-    if candidates.numel() == 0:
-        return candidates, scores[candidates]
-    boxes = boxes[candidates]
-    cur_scores = scores[candidates].clone()
-    _, classes, counts = torch.unique(idxs[candidates], return_inverse=True, return_counts=True)
-    num_classes, n = len(counts), len(candidates)
+    ids = torch.nonzero(scores >= score_threshold).squeeze(1)
+    if ids.numel() == 0:
+        return ids, scores[ids]
+    boxes, cur_scores = boxes[ids], scores[ids]
+    _, classes, counts = torch.unique(idxs[ids], return_inverse=True, return_counts=True)
+    num_classes = len(counts)
     num_steps = int(counts.max())
     if topk > 0:
         num_steps = min(num_steps, topk)
 
-    alive = torch.ones(n, dtype=torch.bool, device=device)
-    arange = torch.arange(n, device=device)
-    neg_inf = torch.full_like(cur_scores, float("-inf"))
-    kept_idx, kept_scores = [], []
+    # The tensors hold only the remaining boxes, in input order (so ties go to the lowest index).
+    kept_ids, kept_scores = [], []
     for _ in range(num_steps):
-        # Current maximum of every class; ties go to the lowest index.
-        masked = torch.where(alive, cur_scores, neg_inf)
-        class_max = neg_inf.new_full((num_classes,), float("-inf"))
-        class_max = class_max.scatter_reduce(0, classes, masked, "amax")
-        is_max = alive & (masked == class_max[classes])
-        selected = torch.full((num_classes,), n, dtype=torch.long, device=device)
-        selected = selected.scatter_reduce(0, classes, torch.where(is_max, arange, n), "amin")
-        has_box = selected < n
-        if not bool(has_box.any()):
+        n = len(cur_scores)
+        if n == 0:
             break
-        chosen = selected[has_box]
-        kept_idx.append(chosen)
+        # Select the current maximum of every class.
+        class_max = cur_scores.new_full((num_classes,), float("-inf"))
+        class_max = class_max.scatter_reduce(0, classes, cur_scores, "amax")
+        is_max = cur_scores == class_max[classes]
+        candidates = torch.where(is_max, torch.arange(n, device=device), n)
+        selected = torch.full((num_classes,), n, dtype=torch.long, device=device)
+        selected = selected.scatter_reduce(0, classes, candidates, "amin")
+        chosen = selected[selected < n]
+        kept_ids.append(ids[chosen])
         kept_scores.append(cur_scores[chosen])
-        alive[chosen] = False
 
-        # Decay every remaining box by its IoU with its own class's selection.
+        # Decay every box by its IoU with its own class's selection; drop the selected boxes
+        # and those below the score threshold.
         ref = boxes[selected.clamp(max=n - 1)[classes]]
         iou = matched_pairwise_iou(Boxes(boxes), Boxes(ref)).nan_to_num(0.0)
-        cur_scores = torch.where(
-            alive, cur_scores * _decay(iou, method, iou_threshold, sigma), cur_scores
-        )
-        alive &= cur_scores >= score_threshold
+        cur_scores = cur_scores * _decay(iou, method, iou_threshold, sigma)
+        remaining = cur_scores >= score_threshold
+        remaining[chosen] = False
+        if topk > 0 and sum(len(k) for k in kept_scores) >= topk:
+            # A box can only lose score, so one already below the k-th best kept score can
+            # never enter the output: drop it (exact, and ends the loop early).
+            kept_ids, kept_scores = [torch.cat(kept_ids)], [torch.cat(kept_scores)]
+            remaining &= cur_scores >= torch.topk(kept_scores[0], topk).values[-1]
+        boxes, cur_scores, classes, ids = (t[remaining] for t in (boxes, cur_scores, classes, ids))
 
-    kept_idx = torch.cat(kept_idx)
+    kept_ids = torch.cat(kept_ids)
     kept_scores = torch.cat(kept_scores)
     order = torch.sort(kept_scores, descending=True, stable=True).indices
     if topk > 0:
         order = order[:topk]
-    return candidates[kept_idx[order]], kept_scores[order]
+    return kept_ids[order], kept_scores[order]

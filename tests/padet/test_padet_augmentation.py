@@ -44,7 +44,8 @@ def test_photometric_hue_and_saturation():
     red_bgr[..., 2] = 200
     green = PADetPhotometricTransform(hue_delta=120.0, image_format="BGR").apply_image(red_bgr)
     assert np.array_equal(green[0, 0], [0, 200, 0])  # red -> green, BGR order
-    green_rgb = PADetPhotometricTransform(hue_delta=120.0, image_format="RGB").apply_image(red_bgr[..., ::-1])
+    to_green_rgb = PADetPhotometricTransform(hue_delta=120.0, image_format="RGB")
+    green_rgb = to_green_rgb.apply_image(red_bgr[..., ::-1])
     assert np.array_equal(green_rgb[0, 0], [0, 200, 0])  # RGB order
     gray = PADetPhotometricTransform(saturation=0.0).apply_image(red_bgr)
     assert np.all(gray == 200)  # no saturation: V on every channel
@@ -54,13 +55,15 @@ def test_photometric_hue_and_saturation():
 
 def test_photometric_distortion_sampling():
     img = np.full((8, 8, 3), 100, np.uint8)
-    assert np.array_equal(PADetPhotometricDistortion(prob=0.0).get_transform(img).apply_image(img), img)
+    off = PADetPhotometricDistortion(prob=0.0).get_transform(img)
+    assert np.array_equal(off.apply_image(img), img)
     np.random.seed(0)
     tfms = [PADetPhotometricDistortion().get_transform(img) for _ in range(400)]
     deltas = np.array([t.brightness_delta for t in tfms])
     contrasts = np.array([t.contrast for t in tfms])
     hues = np.array([t.hue_delta for t in tfms])
-    for values, neutral, low, high in [(deltas, 0, -32, 32), (contrasts, 1, 0.5, 1.5), (hues, 0, -18, 18)]:
+    ranges = [(deltas, 0, -32, 32), (contrasts, 1, 0.5, 1.5), (hues, 0, -18, 18)]
+    for values, neutral, low, high in ranges:
         active = values[values != neutral]
         assert 0.4 < len(active) / len(values) < 0.6  # each step with p 0.5
         assert active.min() >= low and active.max() <= high
@@ -138,7 +141,8 @@ def test_crop_mode_choice_and_no_boxes():
     boxes = np.array([[10.0, 10.0, 90.0, 90.0]])
     np.random.seed(0)
     aug = PADetMinIoURandomCrop()  # 7 choices: no crop + min IoU 0 (any), 0.1, ..., 0.9
-    no_crop = np.mean([isinstance(aug.get_transform(img, boxes), NoOpTransform) for _ in range(700)])
+    draws = [aug.get_transform(img, boxes) for _ in range(700)]
+    no_crop = np.mean([isinstance(t, NoOpTransform) for t in draws])
     assert 0.1 < no_crop < 0.3  # "no crop" is 1 of 7 choices (+ rare failed trials)
     assert isinstance(aug.get_transform(img, np.zeros((0, 4))), NoOpTransform)
     with pytest.raises(ValueError, match="boxes"):
@@ -161,9 +165,13 @@ def _cfg(**padet):
 def test_build_augmentation_order_and_styles():
     names = lambda augs: [type(a).__name__ for a in augs]  # noqa: E731
     ssd = build_padet_augmentation(_cfg(), True)
-    assert names(ssd) == ["PADetPhotometricDistortion", "PADetExpand", "PADetMinIoURandomCrop", "RandomFlip", "Resize"]
-    assert ssd[1].prob == 0.5 and ssd[1].fill == tuple(get_cfg().MODEL.PIXEL_MEAN) and ssd[-1].shape == (384, 384)
-    rfb = build_padet_augmentation(_cfg(AUG_STYLE="rfbnet", PHOTOMETRIC=False, INPUT_SIZE=512), True)
+    assert names(ssd) == [
+        "PADetPhotometricDistortion", "PADetExpand", "PADetMinIoURandomCrop", "RandomFlip", "Resize"
+    ]
+    assert ssd[1].prob == 0.5 and ssd[1].fill == tuple(get_cfg().MODEL.PIXEL_MEAN)
+    assert ssd[-1].shape == (384, 384)
+    rfb_cfg = _cfg(AUG_STYLE="rfbnet", PHOTOMETRIC=False, INPUT_SIZE=512)
+    rfb = build_padet_augmentation(rfb_cfg, True)
     assert names(rfb) == ["PADetMinIoURandomCrop", "PADetExpand", "RandomFlip", "Resize"]
     assert rfb[1].prob == 0.6 and rfb[-1].shape == (512, 512)
     assert names(build_padet_augmentation(_cfg(), False)) == ["Resize"]

@@ -15,7 +15,10 @@ from padet.dataset_mapper import PADetDatasetMapper
 
 # Pure colours (RGB) of the filled boxes; the background is gray and the expand fill dark.
 COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
-BOXES = [(10, 10, 50, 40), (60, 15, 110, 70), (120, 5, 150, 45), (15, 60, 45, 110), (70, 80, 100, 112), (115, 60, 155, 100)]
+BOXES = [
+    (10, 10, 50, 40), (60, 15, 110, 70), (120, 5, 150, 45),
+    (15, 60, 45, 110), (70, 80, 100, 112), (115, 60, 155, 100),
+]
 H, W = 120, 160
 
 
@@ -65,7 +68,8 @@ def test_boxes_follow_image_content(colored_dict):
             mask = np.abs(img - colors_bgr[k]).max(axis=2) <= 10
             ys, xs = np.nonzero(mask)
             # No pixel of that colour outside the box (2 px margin for interpolation).
-            assert xs.min() >= x0 - 2 and xs.max() <= x1 + 2 and ys.min() >= y0 - 2 and ys.max() <= y1 + 2
+            assert xs.min() >= x0 - 2 and xs.max() <= x1 + 2
+            assert ys.min() >= y0 - 2 and ys.max() <= y1 + 2
             # The box is covered by its colour: the colour's extent matches the box.
             if min(x1 - x0, y1 - y0) >= 12:
                 inner = mask[int(y0) + 3 : int(y1) - 3, int(x0) + 3 : int(x1) - 3]
@@ -77,7 +81,8 @@ def test_boxes_follow_image_content(colored_dict):
 
 
 def test_crop_keeps_exactly_the_boxes_with_centre_inside(colored_dict):
-    crop, resize = PADetMinIoURandomCrop(min_ious=(0.0,)), T.Resize((300, 300))  # no crop or any crop
+    crop = PADetMinIoURandomCrop(min_ious=(0.0,))  # no crop or any crop
+    resize = T.Resize((300, 300))
     mapper = PADetDatasetMapper(
         True, augmentations=[crop, resize], image_format="BGR", input_size=300, min_box_size=0.0
     )
@@ -117,7 +122,9 @@ def test_no_degenerate_boxes_and_boxes_inside(tmp_path):
         assert (sides >= 0.01 * 200).all()  # MIN_BOX_SIZE x INPUT_SIZE
         assert (b >= 0).all() and (b <= 200).all()
     # The zero-width box never survives, not even un-augmented.
-    plain = PADetDatasetMapper(True, augmentations=[T.Resize((200, 200))], image_format="BGR", input_size=200)
+    plain = PADetDatasetMapper(
+        True, augmentations=[T.Resize((200, 200))], image_format="BGR", input_size=200
+    )
     assert len(plain(d)["instances"]) == 4
 
 
@@ -127,13 +134,15 @@ def test_fallback_when_augmentation_loses_every_box(tmp_path):
     path = tmp_path / "small.png"
     img = np.random.RandomState(0).randint(0, 256, size=(100, 100, 3)).astype(np.uint8)
     Image.fromarray(img).save(path)
-    d = {"file_name": str(path), "height": 100, "width": 100,
-         "annotations": [{"bbox": [40, 40, 42, 42], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}]}
+    anno = {"bbox": [40, 40, 42, 42], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
+    d = {"file_name": str(path), "height": 100, "width": 100, "annotations": [anno]}
     mapper = PADetDatasetMapper(
         True, augmentations=[PADetExpand(4.0, (0, 0, 0), prob=1.0), T.Resize((384, 384))],
         image_format="BGR", input_size=384, min_box_size=0.01,
     )
-    plain = PADetDatasetMapper(True, augmentations=[T.Resize((384, 384))], image_format="BGR", input_size=384)
+    plain = PADetDatasetMapper(
+        True, augmentations=[T.Resize((384, 384))], image_format="BGR", input_size=384
+    )
     plain_out = plain(d)
     fallbacks = 0
     np.random.seed(0)
@@ -142,7 +151,8 @@ def test_fallback_when_augmentation_loses_every_box(tmp_path):
         assert len(out["instances"]) == 1
         if torch.equal(out["image"], plain_out["image"]):
             fallbacks += 1
-            assert torch.allclose(out["instances"].gt_boxes.tensor, plain_out["instances"].gt_boxes.tensor)
+            plain_boxes = plain_out["instances"].gt_boxes.tensor
+            assert torch.allclose(out["instances"].gt_boxes.tensor, plain_boxes)
     assert 0 < fallbacks < 20
 
 
@@ -177,13 +187,15 @@ def test_output_format_train_and_test(colored_dict):
     img = test_out["image"].permute(1, 2, 0).numpy()
     x0, y0, x1, y1 = BOXES[1]
     cy, cx = int((y0 + y1) / 2 * 512 / H), int((x0 + x1) / 2 * 512 / W)
-    assert np.array_equal(img[cy, cx], COLORS[1][::-1]) and np.array_equal(img[2, 2], [128, 128, 128])
+    assert np.array_equal(img[cy, cx], COLORS[1][::-1])
+    assert np.array_equal(img[2, 2], [128, 128, 128])
 
 
 def test_images_without_annotations(colored_dict):
     mapper = PADetDatasetMapper(_cfg(), True)
     no_key = {k: v for k, v in colored_dict.items() if k != "annotations"}
-    crowd_only = dict(colored_dict, annotations=[dict(a, iscrowd=1) for a in colored_dict["annotations"]])
+    crowd = [dict(a, iscrowd=1) for a in colored_dict["annotations"]]
+    crowd_only = dict(colored_dict, annotations=crowd)
     np.random.seed(0)
     for d in (no_key, dict(colored_dict, annotations=[]), crowd_only):
         for _ in range(5):

@@ -1,4 +1,4 @@
-"""Soft-NMS (padet/soft_nms.py) against a plain-Python transcription of Bodla et al.'s Algorithm 1."""
+"""Soft-NMS (padet/soft_nms.py) against a plain-Python transcription of Bodla et al.'s Alg. 1."""
 import math
 
 import numpy as np
@@ -21,7 +21,8 @@ def reference_soft_nms(boxes, scores, idxs, method, nt, sigma, thresh, topk):
     boxes, scores, idxs = boxes.tolist(), scores.tolist(), idxs.tolist()
     kept = []  # (score, index)
     for c in sorted(set(idxs)):
-        remaining = {i: scores[i] for i in range(len(scores)) if idxs[i] == c and scores[i] >= thresh}
+        members = [i for i in range(len(scores)) if idxs[i] == c and scores[i] >= thresh]
+        remaining = {i: scores[i] for i in members}
         while remaining:
             best = max(remaining, key=lambda i: (remaining[i], -i))  # ties: lowest index
             kept.append((remaining.pop(best), best))
@@ -66,7 +67,9 @@ def _sorted_pairs(keep, scores):
 @pytest.mark.parametrize("seed", range(12))
 def test_matches_reference_on_random_inputs(method, seed):
     tie = seed % 3 == 0
-    boxes, scores, idxs = _random_problem(seed, n=60 + 7 * seed, num_classes=1 + seed % 4, tie_scores=tie)
+    boxes, scores, idxs = _random_problem(
+        seed, n=60 + 7 * seed, num_classes=1 + seed % 4, tie_scores=tie
+    )
     thresh = 0.001 if seed % 2 else 0.05
     topk = [-1, 10, 25][seed % 3]
     keep, kept_scores = batched_soft_nms(
@@ -76,7 +79,8 @@ def test_matches_reference_on_random_inputs(method, seed):
     ref = reference_soft_nms(boxes, scores, idxs, method, 0.3, 0.5, thresh, topk)
     ours = _sorted_pairs(keep, kept_scores)
     assert [i for _, i in ours] == [i for _, i in ref]
-    np.testing.assert_allclose([s for s, _ in ours], [s for s, _ in ref], rtol=1e-6, atol=0)  # IoU: float32 in Boxes
+    # rtol 1e-6: detectron2's Boxes computes the IoU in float32.
+    np.testing.assert_allclose([s for s, _ in ours], [s for s, _ in ref], rtol=1e-6, atol=0)
     # Output is ordered by decreasing score.
     assert torch.all(kept_scores[:-1] >= kept_scores[1:])
 
@@ -91,12 +95,13 @@ def test_float32_matches_reference():
 
 
 def test_spec_example_linear_nt03():
-    """Spec check 9: A (0.9), B (0.8) with IoU(A, B) = 0.5 -> B becomes 0.4; C with IoU 0.2 unchanged."""
+    """Spec check 9: A (0.9), B (0.8) with IoU(A, B) = 0.5 -> B becomes 0.4; C with IoU 0.2 to A
+    unchanged."""
     a = [0.0, 0.0, 30.0, 10.0]
     b = [10.0, 0.0, 40.0, 10.0]  # IoU(A, B) = 20 / 40 = 0.5
     c = [-20.0, 0.0, 10.0, 10.0]  # IoU(A, C) = 10 / 50 = 0.2; IoU(B, C) = 0
     boxes = torch.tensor([a, b, c])
-    keep, kept = batched_soft_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3, dtype=torch.long))
+    keep, kept = batched_soft_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3).long())
     assert keep.tolist() == [0, 2, 1]
     assert kept.tolist() == pytest.approx([0.9, 0.7, 0.4])
 
@@ -104,7 +109,7 @@ def test_spec_example_linear_nt03():
 def test_gaussian_kernel_value():
     boxes = torch.tensor([[0.0, 0.0, 30.0, 10.0], [10.0, 0.0, 40.0, 10.0]])
     keep, kept = batched_soft_nms(
-        boxes, torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.long), method="gaussian", sigma=0.5
+        boxes, torch.tensor([0.9, 0.8]), torch.zeros(2).long(), method="gaussian", sigma=0.5
     )
     assert keep.tolist() == [0, 1]
     assert kept[1].item() == pytest.approx(0.8 * math.exp(-0.25 / 0.5))
@@ -121,9 +126,10 @@ def test_classes_do_not_interact():
 
 
 def test_empty_and_single_box():
-    keep, kept = batched_soft_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    keep, kept = batched_soft_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0).long())
     assert keep.shape == (0,) and kept.shape == (0,) and keep.dtype == torch.long
-    keep, kept = batched_soft_nms(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([0.5]), torch.tensor([3]))
+    one_box = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    keep, kept = batched_soft_nms(one_box, torch.tensor([0.5]), torch.tensor([3]))
     assert keep.tolist() == [0] and kept.tolist() == [0.5]
 
 
@@ -153,7 +159,8 @@ def test_topk_over_all_classes():
 def test_degenerate_boxes_do_not_produce_nan():
     boxes = torch.tensor([[5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 4.0, 4.0]])
     for method in ("linear", "gaussian"):
-        keep, kept = batched_soft_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3, dtype=torch.long), method=method)
+        scores = torch.tensor([0.9, 0.8, 0.7])
+        keep, kept = batched_soft_nms(boxes, scores, torch.zeros(3).long(), method=method)
         assert torch.isfinite(kept).all() and len(keep) == 3
 
 
