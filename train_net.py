@@ -11,19 +11,14 @@ import os
 
 import torch
 
-import d2ext  # noqa: F401  (registers the shapes dataset)
+import d2ext  # noqa: F401  (registers the datasets)
 import iou_uniform  # noqa: F401  (registration)
 import padet  # noqa: F401  (registration)
 import projects.iou_balanced  # noqa: F401  (registration)
 import rga_prm  # noqa: F401  (registration)
-from d2ext import COCOEvaluatorWithIoUThresholds, load_config
+from d2ext import build_dataset_evaluator, load_config
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import (
-    DatasetCatalog,
-    MetadataCatalog,
-    build_detection_test_loader,
-    build_detection_train_loader,
-)
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -80,15 +75,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """The dataset's evaluator by its ``evaluator_type`` (d2ext.build_dataset_evaluator)."""
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        json_file = MetadataCatalog.get(dataset_name).get("json_file")
-        if json_file and not os.path.isfile(json_file):
-            DatasetCatalog.get(dataset_name)  # datasets that write their files on first use
-        # use_fast_impl=False: the pycocotools path, no compiled detectron2 ops.
-        return COCOEvaluatorWithIoUThresholds(
-            dataset_name, output_dir=output_folder, use_fast_impl=False
-        )
+        return build_dataset_evaluator(cfg, dataset_name, output_folder)
 
 
 def setup(args):
