@@ -18,9 +18,11 @@ import projects.iou_balanced  # noqa: F401  (registration)
 import rga_prm  # noqa: F401  (registration)
 from d2ext import build_dataset_evaluator, load_config
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from padet.dataset_mapper import PADetDatasetMapper
 
 logger = logging.getLogger("detectron2")
 
@@ -64,6 +66,19 @@ class Trainer(DefaultTrainer):
         if self.cfg.MODEL.RGA.ENABLED:
             ret.insert(0, rga_prm.GradientAnnealingHook.from_config(self.cfg))
         return ret
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if cfg.MODEL.META_ARCHITECTURE == "PADet":  # SSD augmentations with boxes, square inputs
+            return build_detection_train_loader(cfg, mapper=PADetDatasetMapper(cfg, True))
+        return super().build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        if cfg.MODEL.META_ARCHITECTURE == "PADet":  # square resize to MODEL.PADET.INPUT_SIZE
+            return build_detection_test_loader(
+                cfg, dataset_name, mapper=PADetDatasetMapper(cfg, False))
+        return super().build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

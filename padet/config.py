@@ -7,9 +7,61 @@ __all__ = ["add_padet_config"]
 def add_padet_config(cfg):
     """Add the method-owned node ``MODEL.PADET``; each key carries its paper symbol."""
     cfg.MODEL.PADET = CN()
+    _C = cfg.MODEL.PADET
+    # C, number of object classes of the softmax detection classifier (C + 1 with background)
+    _C.NUM_CLASSES = 80
+    # square input side, images warped to it (§3: 384 or 512); anchor sizes are fractions of it
+    _C.INPUT_SIZE = 384
+    # channels of the skip blocks, decoder levels D1..D6 and heads (CBRk-256, §3)
+    _C.CHANNELS = 256
+    # norm of every CBR block of the encoder extras, decoder and head ("BN", "SyncBN", ...)
+    _C.NORM = "BN"
+    # VGG-16 encoder: norm after each VGG conv ("" = plain ImageNet VGG, "BN" for scratch)
+    _C.VGG_NORM = ""
+    # VGG-16 encoder: width multiplier of the VGG convs, fc6/fc7 and extras (1.0 = VGG-16)
+    _C.VGG_WIDTH = 1.0
+    # anchor base size s_k = fraction * INPUT_SIZE for D1..D6, then s_7 (SSD300-COCO, §2.2)
+    _C.ANCHOR_SIZE_FRACTIONS = [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05]
+    # extra aspect ratios per level: {r, 1/r} each; [2, 3] = 6 anchors, [2] = 4 anchors (§3)
+    _C.ANCHOR_ASPECT_RATIOS = [[2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]
+    # clip the initial anchors to the image (SSD)
+    _C.ANCHOR_CLIP = True
+    # IoU thresholds of the matching (§3): < 0.3 negative, >= 0.5 positive, between ignored
+    _C.IOU_THRESHOLDS = [0.3, 0.5]
+    # box coder weights (wx, wy, ww, wh) = 1 / SSD variances (0.1, 0.2)
+    _C.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+    # beta of the smooth-L1 box losses L_r of APM and detection module
+    _C.SMOOTH_L1_BETA = 1.0
+    # hard-negative mining ratio of the APM's binary loss L_b (negatives : positives; 0 = all)
+    _C.APM_HNM_RATIO = 3
+    # hard-negative mining ratio of the detection loss L_cls (0 = all non-ignored negatives)
+    _C.DET_HNM_RATIO = 3
+    # IoU-balanced losses (Wu et al., MODEL.IOU_BALANCED.*) in the detection head's L_cls and L_r
+    _C.IOU_BALANCED = False
+    # theta: negatives whose APM score p < theta are ignored in training, dropped at test (§3.1)
+    _C.THETA = 0.01
+    # FAM offset source (Table 1): "none", "implicit", "loc", "shape", "concat", "disentangled"
+    _C.FAM_MODE = "disentangled"
+    # detach X_l, X_s before the FAM offset convs F, G (§3.2)
+    _C.FAM_DETACH = True
+    # number of first decoder levels with FAM (§3.3: not on the last two levels)
+    _C.FAM_LEVELS = 4
+    # inference: class score threshold before soft-NMS (§3.3)
+    _C.SCORE_THRESH_TEST = 0.01
+    # inference: soft-NMS kernel, "linear" (paper) or "gaussian" (§3.3, [36])
+    _C.SOFT_NMS_METHOD = "linear"
+    # inference: soft-NMS N_t of the linear kernel
+    _C.SOFT_NMS_IOU_THRESH = 0.3
+    # inference: soft-NMS sigma of the Gaussian kernel
+    _C.SOFT_NMS_SIGMA = 0.5
+    # inference: boxes whose rescored score falls below this are removed during soft-NMS
+    _C.SOFT_NMS_MIN_SCORE = 0.001
+    # inference: top-k boxes per class entering soft-NMS (0 = all; a speed option)
+    _C.PRE_NMS_TOPK_PER_CLASS = 0
+    # inference: detections kept per image (§3.3: top 300)
+    _C.DETECTIONS_PER_IMAGE = 300
 
     # --- Data: input size and SSD augmentation (spec §2.8; padet/augmentation.py) ---
-    cfg.MODEL.PADET.INPUT_SIZE = 384  # square input side, images warped to it (paper: 384 or 512)
     cfg.MODEL.PADET.AUG_STYLE = "ssd"  # "ssd": distort, expand, crop, flip; "rfbnet": crop, distort, expand (p 0.6), flip
     cfg.MODEL.PADET.PHOTOMETRIC = True  # SSD photometric distortion (brightness, contrast, saturation, hue)
     cfg.MODEL.PADET.EXPAND_MAX_RATIO = 4.0  # SSD expand: canvas U(1, this) x image size, mean-filled

@@ -1,0 +1,148 @@
+"""Anchor Promotion Module (APM, §3.1; spec §2.4)."""
+import torch
+import torch.nn.functional as F
+from fvcore.nn import smooth_l1_loss
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import get_event_storage
+
+from .anchors import SSDAnchorGenerator, flatten_anchor_maps
+from .hard_negative_mining import hard_negative_mask
+from .layers import predictor_init
+from .matching import PADetMatcher
+
+__all__ = ["AnchorPromotionModule"]
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class AnchorPromotionModule(nn.Module):
+    """Per decoded level: an anchor-scoring branch (3x3 conv -> A logits, p = sigmoid, "positive
+    vs not") and an anchor-adjustment branch (3x3 conv -> 4A deltas (dx, dy, dw, dh); X_l =
+    (dx, dy), X_s = (dw, dh)). Promoted anchor = decode(deltas, anchor).
+
+    Loss (§3.3): L_apm = [sum L_b + sum_pos L_r] / N_apm, BCE over positives and hard negatives
+    (3:1 per image), smooth-L1 on the positives' deltas, N_apm = positives in the batch (>= 1).
+    """
+
+    @configurable
+    def __init__(self, *, in_features, in_channels, anchor_generator, box2box_transform, matcher,
+                 hnm_ratio=3, smooth_l1_beta=1.0):
+        super().__init__()
+        self.in_features = list(in_features)
+        self.anchor_generator = anchor_generator
+        self.box2box_transform = box2box_transform
+        self.matcher = matcher
+        self.hnm_ratio = hnm_ratio
+        self.smooth_l1_beta = smooth_l1_beta
+        num_anchors = anchor_generator.num_anchors
+        if len(num_anchors) != len(self.in_features):
+            raise ValueError(f"{len(num_anchors)} anchor levels for features {self.in_features}")
+        self.objectness = nn.ModuleList(
+            nn.Conv2d(in_channels, a, 3, padding=1) for a in num_anchors)
+        self.anchor_deltas = nn.ModuleList(
+            nn.Conv2d(in_channels, 4 * a, 3, padding=1) for a in num_anchors)
+        predictor_init([*self.objectness, *self.anchor_deltas])
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        p = cfg.MODEL.PADET
+        in_features = list(input_shape.keys())
+        channels = {input_shape[f].channels for f in in_features}
+        if len(channels) != 1:
+            raise ValueError(f"APM needs equal channels on every level, got {channels}")
+        return {
+            "in_features": in_features,
+            "in_channels": channels.pop(),
+            "anchor_generator": build_padet_anchor_generator(cfg),
+            "box2box_transform": Box2BoxTransform(weights=p.BBOX_REG_WEIGHTS),
+            "matcher": PADetMatcher(p.IOU_THRESHOLDS),
+            "hnm_ratio": p.APM_HNM_RATIO,
+            "smooth_l1_beta": p.SMOOTH_L1_BETA,
+        }
+
+    def predict(self, features):
+        """features: list of (N, C, H, W) -> (logit maps (N, A, H, W), delta maps (N, 4A, H, W))."""
+        logits = [conv(x) for conv, x in zip(self.objectness, features)]
+        deltas = [conv(x) for conv, x in zip(self.anchor_deltas, features)]
+        return logits, deltas
+
+    def anchors(self, features, image_size):
+        """The initial anchors (M, 4) of a batch padded to ``image_size``."""
+        grids = [x.shape[-2:] for x in features]
+        return self.anchor_generator(grids, image_size, features[0].device)
+
+    def promote(self, anchors, deltas):
+        """Promoted anchors (N, M, 4), detached: decode(deltas (N, M, 4), anchors (M, 4)).
+
+        dw, dh are clamped from below like detectron2 clamps them from above, so that a promoted
+        anchor never collapses to zero size (it is the reference box of the detection module).
+        """
+        _, _, ww, wh = self.box2box_transform.weights
+        min_log_scale = -self.box2box_transform.scale_clamp * deltas.new_tensor([ww, wh])
+        deltas = deltas.detach()
+        deltas = torch.cat([deltas[..., :2], torch.maximum(deltas[..., 2:], min_log_scale)], -1)
+        n, m = deltas.shape[:2]
+        boxes = self.box2box_transform.apply_deltas(
+            deltas.reshape(n * m, 4), anchors.repeat(n, 1))
+        return boxes.view(n, m, 4)
+
+    def label_anchors(self, anchors, gt_instances):
+        """Match (spec §2.3) -> labels (N, M) in {1, 0, -1} and matched GT boxes (N, M, 4)."""
+        labels, matched = [], []
+        for inst in gt_instances:
+            idx, lab = self.matcher(inst.gt_boxes, Boxes(anchors))
+            labels.append(lab)
+            gt = inst.gt_boxes.tensor
+            matched.append(gt[idx] if len(gt) else torch.zeros_like(anchors))
+        return torch.stack(labels), torch.stack(matched)
+
+    def losses(self, anchors, logits, deltas, gt_labels, gt_boxes):
+        """L_apm (§3.3) for flattened logits (N, M), deltas (N, M, 4) and matched targets."""
+        pos, neg = gt_labels == 1, gt_labels == 0
+        bce = F.binary_cross_entropy_with_logits(logits, pos.to(logits.dtype), reduction="none")
+        keep = pos | hard_negative_mask(bce, pos, neg, self.hnm_ratio)
+        num_pos = pos.sum().item()
+        normalizer = max(num_pos, 1)
+        target = self.box2box_transform.get_deltas(
+            anchors.expand_as(gt_boxes)[pos], gt_boxes[pos])
+        storage = get_event_storage()
+        storage.put_scalar("padet/apm_num_pos_per_image", num_pos / len(logits))
+        storage.put_scalar("padet/apm_num_neg_per_image", neg.sum().item() / len(logits))
+        return {
+            "loss_apm_cls": bce[keep].sum() / normalizer,
+            "loss_apm_box_reg": smooth_l1_loss(
+                deltas[pos], target, self.smooth_l1_beta, reduction="sum") / normalizer,
+        }
+
+    def forward(self, images, features, gt_instances=None):
+        """detectron2's proposal-generator contract: per-image Instances with every promoted
+        anchor (``proposal_boxes``, detached, anchor order) and ``objectness_logits``; losses in
+        training."""
+        features = [features[f] for f in self.in_features]
+        logit_maps, delta_maps = self.predict(features)
+        anchors = self.anchors(features, images.tensor.shape[-2:])
+        logits = flatten_anchor_maps(logit_maps, 1).squeeze(-1)
+        deltas = flatten_anchor_maps(delta_maps, 4)
+        promoted = self.promote(anchors, deltas)
+        proposals = []
+        for i, image_size in enumerate(images.image_sizes):
+            inst = Instances(image_size)
+            inst.proposal_boxes = Boxes(promoted[i])
+            inst.objectness_logits = logits[i]
+            proposals.append(inst)
+        losses = {}
+        if self.training:
+            gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+            losses = self.losses(anchors, logits, deltas, gt_labels, gt_boxes)
+        return proposals, losses
+
+
+def build_padet_anchor_generator(cfg):
+    """The SSD prior generator from ``MODEL.PADET.INPUT_SIZE`` / ``ANCHOR_*``."""
+    p = cfg.MODEL.PADET
+    return SSDAnchorGenerator(input_size=p.INPUT_SIZE, size_fractions=p.ANCHOR_SIZE_FRACTIONS,
+                              aspect_ratios=p.ANCHOR_ASPECT_RATIOS, clip=p.ANCHOR_CLIP)
