@@ -22,7 +22,7 @@ from detectron2.utils.events import get_event_storage
 from .inference import iou_uniform_inference
 from .reg_iou_head import IoUUniformRegIoUHead
 from .roi_heads import (
-    build_classifier, check_shared_options, generate_samples, refine_boxes, reg_iou_loss_terms,
+    IoUUniformHeadMixin, build_classifier, generate_samples, refine_boxes, reg_iou_loss_terms,
     shared_options_from_config,
 )
 from .sample_generator import IoUUniformSampleGenerator
@@ -33,7 +33,7 @@ TEST_SCORES = ("logits", "probs")
 
 
 @ROI_HEADS_REGISTRY.register()
-class IoUUniformCascadeROIHeads(CascadeROIHeads):
+class IoUUniformCascadeROIHeads(IoUUniformHeadMixin, CascadeROIHeads):
     """Cascade IoU-uniform R-CNN ROI heads; see the module docstring."""
 
     @configurable
@@ -46,17 +46,6 @@ class IoUUniformCascadeROIHeads(CascadeROIHeads):
         stage_loss_weights=(1.0, 0.5, 0.25),
         resample: bool = True,
         test_score: str = "logits",
-        reg_interval_boundaries=(0.5, 0.6, 0.7, 0.8, 1.0),
-        reg_interval_weights=(1.0, 1.5, 3.0, 3.0),
-        reg_beta: float = 1.0,
-        iou_beta: float = 0.5,
-        iou_loss_weight: float = 1.0,
-        iou_sigmoid: bool = False,
-        efo: bool = True,
-        score_mode: str = "cls_x_iou",
-        test_score_thresh: float = 0.05,
-        test_nms_thresh: float = 0.5,
-        test_topk_per_image: int = 100,
         **kwargs,
     ):
         """
@@ -65,9 +54,9 @@ class IoUUniformCascadeROIHeads(CascadeROIHeads):
             stage_loss_weights: lw_s, each stage's three losses scaled once by it.
             resample: resample RoIs at every stage (mmdet v1); False: relabel only (detectron2).
             test_score: class probability at test from the mean stage "logits" or mean "probs".
-            Others: as :class:`IoUUniformROIHeads`.
+            kwargs: the loss / inference options of :class:`IoUUniformHeadMixin` and
+                detectron2's ``CascadeROIHeads`` arguments.
         """
-        check_shared_options(score_mode, reg_interval_boundaries, reg_interval_weights)
         if test_score not in TEST_SCORES:
             raise ValueError(f"MODEL.IOU_UNIFORM.CASCADE_TEST_SCORE must be one of "
                              f"{TEST_SCORES}, got {test_score!r}")
@@ -84,17 +73,6 @@ class IoUUniformCascadeROIHeads(CascadeROIHeads):
         self.stage_loss_weights = tuple(stage_loss_weights)
         self.resample = resample
         self.test_score = test_score
-        self.reg_interval_boundaries = tuple(reg_interval_boundaries)
-        self.reg_interval_weights = tuple(reg_interval_weights)
-        self.reg_beta = reg_beta
-        self.iou_beta = iou_beta
-        self.iou_loss_weight = iou_loss_weight
-        self.iou_sigmoid = iou_sigmoid
-        self.efo = efo
-        self.score_mode = score_mode
-        self.test_score_thresh = test_score_thresh
-        self.test_nms_thresh = test_nms_thresh
-        self.test_topk_per_image = test_topk_per_image
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -143,26 +121,11 @@ class IoUUniformCascadeROIHeads(CascadeROIHeads):
 
     def regress(self, features, boxes, stage):
         """Regression + IoU tower of ``stage``: deltas (R, 4), IoU u (R,)."""
-        deltas, ious = self.reg_iou_head[stage](self.box_pooler(features, boxes))
-        return deltas, (ious.sigmoid() if self.iou_sigmoid else ious)
+        return self.apply_reg_iou_head(self.reg_iou_head[stage], features, boxes)
 
     # ------------------------------------------------------------------ training
-    def forward(self, images, features, proposals, targets=None):
-        del images
-        if not self.training:
-            pred_instances = self._forward_box(features, proposals)
-            return self.forward_with_given_boxes(features, pred_instances), {}
-        assert targets, "'targets' argument is required during training"
-        proposals = self.label_and_sample_proposals(proposals, targets)
-        losses = self._forward_box(features, proposals, targets)
-        losses.update(self._forward_mask(features, proposals))
-        losses.update(self._forward_keypoint(features, proposals))
-        return proposals, losses
-
-    def _forward_box(self, features, proposals, targets=None):
-        features = [features[f] for f in self.box_in_features]
-        if not self.training:
-            return self.predict(features, proposals)
+    def box_losses(self, features, proposals, targets):
+        """Σ_s lw_s (L_cls,s + L_reg,s + L_iou,s), keys suffixed ``_stage<s>``."""
         losses = {}
         storage = get_event_storage()
         for stage in range(self.num_cascade_stages):

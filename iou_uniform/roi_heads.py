@@ -26,8 +26,8 @@ from .reg_iou_head import IoUUniformRegIoUHead
 from .sample_generator import IoUUniformSampleGenerator, paired_iou
 
 __all__ = [
-    "IoUUniformROIHeads", "build_classifier", "generate_samples", "reg_iou_loss_terms",
-    "shared_options_from_config",
+    "IoUUniformHeadMixin", "IoUUniformROIHeads", "build_classifier", "generate_samples",
+    "reg_iou_loss_terms", "shared_options_from_config",
 ]
 
 
@@ -103,23 +103,18 @@ def refine_boxes(box2box_transform, proposal_boxes, deltas, image_sizes):
     return refined
 
 
-@ROI_HEADS_REGISTRY.register()
-class IoUUniformROIHeads(StandardROIHeads):
-    """IoU-uniform R-CNN ROI heads; see the module docstring.
+class IoUUniformHeadMixin:
+    """What the IoU-uniform ROI heads (Faster, Cascade, PRM) share: the loss / inference options,
+    ``forward`` / ``_forward_box`` and the application of a regression + IoU tower.
 
-    Submodules: ``box_pooler``, ``box_head`` + ``box_predictor`` (classification tower),
-    ``reg_iou_head`` (regression + IoU tower). Training samples of the regression tower come from
-    :meth:`reg_iou_samples` (overridable), its features from :meth:`regress`.
+    Training: detectron2's labelling and sampling → :meth:`box_losses`; mask / keypoint
+    branches train on the sampled RoIs. Inference: :meth:`predict` at the proposals. The class
+    using it defines ``box_losses`` and ``predict``.
     """
 
-    @configurable
     def __init__(
         self,
         *,
-        reg_iou_head: nn.Module,
-        sample_generator: IoUUniformSampleGenerator,
-        box2box_transform: Box2BoxTransform,
-        generated_samples: bool = True,
         reg_interval_boundaries=(0.5, 0.6, 0.7, 0.8, 1.0),
         reg_interval_weights=(1.0, 1.5, 3.0, 3.0),
         reg_beta: float = 1.0,
@@ -135,26 +130,16 @@ class IoUUniformROIHeads(StandardROIHeads):
     ):
         """
         Args:
-            reg_iou_head: the regression + IoU tower (deltas (R, 4), IoU (R,)).
-            sample_generator: IoU-uniform sample generator (Eq. 1).
-            box2box_transform: box coder of the class-agnostic deltas.
-            generated_samples: train the regression + IoU tower on generated samples; False:
-                on the positive sampled RPN RoIs (Table 6).
             reg_interval_boundaries, reg_interval_weights: w(t) of Eq. 2 (bins (b_j, b_j+1]).
             reg_beta, iou_beta: smooth-L1 betas of L_reg and L_iou; iou_loss_weight: of L_iou.
             iou_sigmoid: sigmoid on the IoU output in the loss and at test.
             efo: eliminate feature offsets at test (§3.2); False: use the IoU at the proposal.
             score_mode: "cls_x_iou" (p_c × u) or "cls" (p_c).
             test_score_thresh, test_nms_thresh, test_topk_per_image: as detectron2's.
+            kwargs: the detectron2 ROI heads' arguments.
         """
         check_shared_options(score_mode, reg_interval_boundaries, reg_interval_weights)
         super().__init__(**kwargs)
-        if self.train_on_pred_boxes:
-            raise ValueError("IoUUniformROIHeads does not support ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES")
-        self.reg_iou_head = reg_iou_head
-        self.sample_generator = sample_generator
-        self.box2box_transform = box2box_transform
-        self.generated_samples = generated_samples
         self.reg_interval_boundaries = tuple(reg_interval_boundaries)
         self.reg_interval_weights = tuple(reg_interval_weights)
         self.reg_beta = reg_beta
@@ -166,6 +151,70 @@ class IoUUniformROIHeads(StandardROIHeads):
         self.test_score_thresh = test_score_thresh
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
+
+    def forward(self, images, features, proposals, targets=None):
+        """See :meth:`ROIHeads.forward`; the GT ``targets`` also feed the sample generator."""
+        del images
+        if not self.training:
+            pred_instances = self._forward_box(features, proposals)
+            return self.forward_with_given_boxes(features, pred_instances), {}
+        assert targets, "'targets' argument is required during training"
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        losses = self._forward_box(features, proposals, targets)
+        losses.update(self._forward_mask(features, proposals))
+        losses.update(self._forward_keypoint(features, proposals))
+        return proposals, losses
+
+    def _forward_box(self, features, proposals, targets=None):
+        """Training: :meth:`box_losses`; inference: :meth:`predict`, list[Instances]."""
+        features = [features[f] for f in self.box_in_features]
+        if not self.training:
+            return self.predict(features, proposals)
+        return self.box_losses(features, proposals, targets)
+
+    def apply_reg_iou_head(self, reg_iou_head, features, boxes):
+        """A regression + IoU tower at ``boxes``: deltas (R, 4), IoU u (R,) (sigmoid applied if
+        configured)."""
+        deltas, ious = reg_iou_head(self.box_pooler(features, boxes))
+        return deltas, (ious.sigmoid() if self.iou_sigmoid else ious)
+
+
+@ROI_HEADS_REGISTRY.register()
+class IoUUniformROIHeads(IoUUniformHeadMixin, StandardROIHeads):
+    """IoU-uniform R-CNN ROI heads; see the module docstring.
+
+    Submodules: ``box_pooler``, ``box_head`` + ``box_predictor`` (classification tower),
+    ``reg_iou_head`` (regression + IoU tower). Training samples of the regression tower come from
+    :meth:`reg_iou_samples` (overridable), its features from :meth:`regress`.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        reg_iou_head: nn.Module,
+        sample_generator: IoUUniformSampleGenerator,
+        box2box_transform: Box2BoxTransform,
+        generated_samples: bool = True,
+        **kwargs,
+    ):
+        """
+        Args:
+            reg_iou_head: the regression + IoU tower (deltas (R, 4), IoU (R,)).
+            sample_generator: IoU-uniform sample generator (Eq. 1).
+            box2box_transform: box coder of the class-agnostic deltas.
+            generated_samples: train the regression + IoU tower on generated samples; False:
+                on the positive sampled RPN RoIs (Table 6).
+            kwargs: the loss / inference options of :class:`IoUUniformHeadMixin` and
+                detectron2's ``StandardROIHeads`` arguments.
+        """
+        super().__init__(**kwargs)
+        if self.train_on_pred_boxes:
+            raise ValueError("IoUUniformROIHeads does not support ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES")
+        self.reg_iou_head = reg_iou_head
+        self.sample_generator = sample_generator
+        self.box2box_transform = box2box_transform
+        self.generated_samples = generated_samples
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -196,28 +245,11 @@ class IoUUniformROIHeads(StandardROIHeads):
 
     def regress(self, features, boxes):
         """Regression + IoU tower: → deltas (R, 4), IoU u (R,) (sigmoid applied if configured)."""
-        deltas, ious = self.reg_iou_head(self.box_pooler(features, boxes))
-        return deltas, (ious.sigmoid() if self.iou_sigmoid else ious)
+        return self.apply_reg_iou_head(self.reg_iou_head, features, boxes)
 
     # ------------------------------------------------------------------ training
-    def forward(self, images, features, proposals, targets=None):
-        """See :meth:`ROIHeads.forward`; the GT ``targets`` also feed the sample generator."""
-        del images
-        if not self.training:
-            pred_instances = self._forward_box(features, proposals)
-            return self.forward_with_given_boxes(features, pred_instances), {}
-        assert targets, "'targets' argument is required during training"
-        proposals = self.label_and_sample_proposals(proposals, targets)
-        losses = self._forward_box(features, proposals, targets)
-        losses.update(self._forward_mask(features, proposals))
-        losses.update(self._forward_keypoint(features, proposals))
-        return proposals, losses
-
-    def _forward_box(self, features, proposals, targets=None):
-        """Training: {loss_cls, loss_box_reg, loss_iou}; inference: list[Instances]."""
-        features = [features[f] for f in self.box_in_features]
-        if not self.training:
-            return self.predict(features, proposals)
+    def box_losses(self, features, proposals, targets):
+        """{loss_cls, loss_box_reg, loss_iou} of the sampled RoIs and generated samples."""
         losses = self.cls_losses(features, proposals)
         losses.update(self.reg_iou_losses(features, self.reg_iou_samples(proposals, targets)))
         return losses

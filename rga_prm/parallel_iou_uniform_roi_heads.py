@@ -11,46 +11,29 @@ EFO inference proceeds unchanged. RGA scales all K towers and the regression + I
 import torch
 from torch import nn
 
-from detectron2.config import configurable
 from detectron2.layers import cat, cross_entropy
-from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats
 from detectron2.utils.events import get_event_storage
 from iou_uniform import IoUUniformROIHeads
 
-from .parallel_roi_heads import PRMOptions, log_background_accuracy
+from .parallel_roi_heads import PRMHeadsMixin, log_background_accuracy
 from .sampling import label_proposals
 
 __all__ = ["ParallelIoUUniformROIHeads"]
 
 
 @ROI_HEADS_REGISTRY.register()
-class ParallelIoUUniformROIHeads(IoUUniformROIHeads):
+class ParallelIoUUniformROIHeads(PRMHeadsMixin, IoUUniformROIHeads):
     """IoU-uniform ROI heads with K parallel classification towers (PRM)."""
 
-    @configurable
-    def __init__(self, *, prm: PRMOptions, **kwargs):
-        super().__init__(**kwargs)
-        if len(self.box_head) != prm.num_modules or len(self.box_predictor) != prm.num_modules:
-            raise ValueError(f"PRM needs {prm.num_modules} classification towers")
-        self.prm = prm
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
-        ret["prm"] = PRMOptions.from_config(cfg)
-        return ret
+    prm_module_name = "classification towers"
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
-        parts = []
-        for _ in cfg.MODEL.PRM.POSITIVE_FRACTIONS:  # independently initialised towers
-            parts.append(super()._init_box_head(cfg, input_shape))
-        ret = parts[0]  # pooler, regression + IoU tower and box coder of the first build
-        ret["box_head"] = nn.ModuleList([p["box_head"] for p in parts])
-        ret["box_predictor"] = nn.ModuleList([p["box_predictor"] for p in parts])
-        return ret
+        # K classification towers; pooler, regression + IoU tower and box coder of one build
+        return cls._init_module_box_heads(
+            cfg, input_shape, ("box_head", "box_predictor"), nn.ModuleList)
 
     def module_logits(self, k, box_features):
         """Classification tower k at pooled features: logits (R, C+1)."""
@@ -62,27 +45,20 @@ class ParallelIoUUniformROIHeads(IoUUniformROIHeads):
         modules = [self.prm.test_module] if self.prm.test_module >= 0 else range(len(self.box_head))
         return torch.stack([self.module_logits(k, box_features) for k in modules]).mean(dim=0)
 
-    def forward(self, images, features, proposals, targets=None):
-        del images
-        if not self.training:
-            pred_instances = self._forward_box(features, proposals)
-            return self.forward_with_given_boxes(features, pred_instances), {}
-        assert targets, "'targets' argument is required during training"
-        if self.proposal_append_gt:
-            proposals = add_ground_truth_to_proposals(targets, proposals)
+    def _box_losses(self, features, proposals, targets):
+        """Every tower's weighted L_cls on its own sample of the labelled proposals; L_reg and
+        L_iou of the shared regression + IoU tower on generated samples, or on the primary
+        module's positive RoIs when MODEL.IOU_UNIFORM.GENERATED_SAMPLES is False. Returns the
+        losses and the primary module's sample (for mask / keypoint branches)."""
         labelled = label_proposals(proposals, targets, self.proposal_matcher, self.num_classes)
         module_proposals = self.prm.sample(labelled, self.num_classes)
         primary = module_proposals[self.prm.primary_module]
-        box_features = [features[f] for f in self.box_in_features]
+        features = [features[f] for f in self.box_in_features]
         losses = {}
-        for k, props in enumerate(module_proposals):
-            losses.update(self._module_cls_loss(k, box_features, props))
-        # the shared regression + IoU tower: generated samples, or the primary module's
-        # positive RoIs when MODEL.IOU_UNIFORM.GENERATED_SAMPLES is False
-        losses.update(self.reg_iou_losses(box_features, self.reg_iou_samples(primary, targets)))
-        losses.update(self._forward_mask(features, primary))
-        losses.update(self._forward_keypoint(features, primary))
-        return primary, losses
+        for k, sampled in enumerate(module_proposals):
+            losses.update(self._module_cls_loss(k, features, sampled))
+        losses.update(self.reg_iou_losses(features, self.reg_iou_samples(primary, targets)))
+        return losses, primary
 
     def _module_cls_loss(self, k, features, proposals):
         """Tower k's softmax CE over its own sampled RoIs, weighted by w_k; logs its accuracy

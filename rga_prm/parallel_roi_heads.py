@@ -22,7 +22,7 @@ from detectron2.utils.events import get_event_storage
 
 from .sampling import label_proposals, sample_proposals
 
-__all__ = ["ParallelROIHeads", "ParallelCascadeROIHeads", "PRMOptions"]
+__all__ = ["ParallelROIHeads", "ParallelCascadeROIHeads", "PRMHeadsMixin", "PRMOptions"]
 
 
 class PRMOptions:
@@ -106,32 +106,25 @@ def log_background_accuracy(logits, proposals):
         get_event_storage().put_scalar("fast_rcnn/bg_cls_accuracy", correct.float().mean().item())
 
 
-def _regroup(parts, key):
-    """[part_k[key]] from K ``_init_box_head`` results."""
-    return [part[key] for part in parts]
+class PRMHeadsMixin:
+    """What the PRM ROI heads share: the validated :class:`PRMOptions` (``MODEL.PRM``) as the
+    ``prm`` constructor argument, K independently initialised box-head builds, and
+    :meth:`forward`. The class using it defines ``_box_losses`` and an inference
+    ``_forward_box``."""
 
-
-def _per_stage(module_stage_lists):
-    """[module k][stage s] -> [stage s] ModuleList over modules k."""
-    return [nn.ModuleList(modules) for modules in zip(*module_stage_lists)]
-
-
-@ROI_HEADS_REGISTRY.register()
-class ParallelROIHeads(StandardROIHeads):
-    """Faster R-CNN ROI heads with K parallel R-CNN modules (Sec. 3.2).
-
-    ``box_head`` and ``box_predictor`` are ModuleLists over the modules. Mask / keypoint
-    branches, if any, train on the primary module's sampled RoIs.
-    """
+    prm_module_name = "box heads and predictors"  # what each module has, for the error
 
     @configurable
     def __init__(self, *, prm: PRMOptions, **kwargs):
         super().__init__(**kwargs)
-        if len(self.box_head) != prm.num_modules or len(self.box_predictor) != prm.num_modules:
-            raise ValueError(f"PRM needs {prm.num_modules} box heads and predictors")
-        if self.train_on_pred_boxes:
-            raise ValueError("ParallelROIHeads does not support ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES")
+        for heads, predictors in self.prm_module_groups():
+            if len(heads) != prm.num_modules or len(predictors) != prm.num_modules:
+                raise ValueError(f"PRM needs {prm.num_modules} {self.prm_module_name}")
         self.prm = prm
+
+    def prm_module_groups(self):
+        """The (box heads, box predictors) lists that must hold one entry per module."""
+        return [(self.box_head, self.box_predictor)]
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -140,42 +133,72 @@ class ParallelROIHeads(StandardROIHeads):
         return ret
 
     @classmethod
-    def _init_box_head(cls, cfg, input_shape):
+    def _init_module_box_heads(cls, cfg, input_shape, per_module_keys, combine):
+        """The parent's ``_init_box_head`` built once per module (independently initialised):
+        each of ``per_module_keys`` becomes ``combine([module k's entry])``, the other entries
+        (pooler, ...) are the first build's."""
         parts = []
-        for _ in cfg.MODEL.PRM.POSITIVE_FRACTIONS:  # independently initialised modules
+        for _ in cfg.MODEL.PRM.POSITIVE_FRACTIONS:
             parts.append(super()._init_box_head(cfg, input_shape))
-        return {
-            "box_in_features": parts[0]["box_in_features"],
-            "box_pooler": parts[0]["box_pooler"],
-            "box_head": nn.ModuleList(_regroup(parts, "box_head")),
-            "box_predictor": nn.ModuleList(_regroup(parts, "box_predictor")),
-        }
+        ret = dict(parts[0])
+        ret.update({key: combine([part[key] for part in parts]) for key in per_module_keys})
+        return ret
 
     def forward(self, images, features, proposals, targets=None):
+        """See :meth:`ROIHeads.forward`. Training: ``_box_losses`` of the GT-appended proposals
+        (every module's losses, the primary module's sample); mask / keypoint branches train on
+        the primary module's sampled RoIs, which are returned."""
         del images
         if not self.training:
             pred_instances = self._forward_box(features, proposals)
             return self.forward_with_given_boxes(features, pred_instances), {}
+        assert targets, "'targets' argument is required during training"
         if self.proposal_append_gt:
             proposals = add_ground_truth_to_proposals(targets, proposals)
-        labelled = label_proposals(proposals, targets, self.proposal_matcher, self.num_classes)
-        module_proposals = self.prm.sample(labelled, self.num_classes)
-        losses = self._box_losses(features, module_proposals)
-        primary = module_proposals[self.prm.primary_module]
+        losses, primary = self._box_losses(features, proposals, targets)
         losses.update(self._forward_mask(features, primary))
         losses.update(self._forward_keypoint(features, primary))
         return primary, losses
 
-    def _box_losses(self, features, module_proposals):
-        """Sum over modules of each module's losses on its own sampled RoIs (Sec. 3.2)."""
+
+def _per_stage(module_stage_lists):
+    """[module k][stage s] -> [stage s] ModuleList over modules k."""
+    return [nn.ModuleList(modules) for modules in zip(*module_stage_lists)]
+
+
+@ROI_HEADS_REGISTRY.register()
+class ParallelROIHeads(PRMHeadsMixin, StandardROIHeads):
+    """Faster R-CNN ROI heads with K parallel R-CNN modules (Sec. 3.2).
+
+    ``box_head`` and ``box_predictor`` are ModuleLists over the modules. Mask / keypoint
+    branches, if any, train on the primary module's sampled RoIs.
+    """
+
+    @configurable
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.train_on_pred_boxes:
+            raise ValueError("ParallelROIHeads does not support ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES")
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        return cls._init_module_box_heads(
+            cfg, input_shape, ("box_head", "box_predictor"), nn.ModuleList)
+
+    def _box_losses(self, features, proposals, targets):
+        """Label once, every module samples at its own positive fraction; the sum over modules
+        of each module's losses on its own sampled RoIs (Sec. 3.2), and the primary module's
+        sample (for mask / keypoint branches)."""
+        labelled = label_proposals(proposals, targets, self.proposal_matcher, self.num_classes)
+        module_proposals = self.prm.sample(labelled, self.num_classes)
         features = [features[f] for f in self.box_in_features]
         losses = {}
-        for k, proposals in enumerate(module_proposals):
-            box_features = self.box_pooler(features, [x.proposal_boxes for x in proposals])
+        for k, sampled in enumerate(module_proposals):
+            box_features = self.box_pooler(features, [x.proposal_boxes for x in sampled])
             predictions = self.box_predictor[k](self.box_head[k](box_features))
             losses.update(self.prm.module_losses(
-                k, self.box_predictor[k], predictions, proposals, f"m{k}", f"_m{k}"))
-        return losses
+                k, self.box_predictor[k], predictions, sampled, f"m{k}", f"_m{k}"))
+        return losses, module_proposals[self.prm.primary_module]
 
     def _forward_box(self, features, proposals):
         """Inference: pool once at the proposals, ensemble the modules (or one module)."""
@@ -188,51 +211,22 @@ class ParallelROIHeads(StandardROIHeads):
 
 
 @ROI_HEADS_REGISTRY.register()
-class ParallelCascadeROIHeads(CascadeROIHeads):
+class ParallelCascadeROIHeads(PRMHeadsMixin, CascadeROIHeads):
     """Cascade R-CNN with K parallel R-CNN modules at every stage (project's choice, spec
     §2.2): each stage labels its proposals once with its IoU threshold, every module samples
     from them; the next stage refines the primary module's sampled RoIs. ``box_head[s][k]``
     and ``box_predictor[s][k]`` are stage s, module k.
     """
 
-    @configurable
-    def __init__(self, *, prm: PRMOptions, **kwargs):
-        super().__init__(**kwargs)
-        for heads, predictors in zip(self.box_head, self.box_predictor):
-            if len(heads) != prm.num_modules or len(predictors) != prm.num_modules:
-                raise ValueError(f"PRM needs {prm.num_modules} box heads and predictors per stage")
-        self.prm = prm
+    prm_module_name = "box heads and predictors per stage"
 
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
-        ret["prm"] = PRMOptions.from_config(cfg)
-        return ret
+    def prm_module_groups(self):
+        return list(zip(self.box_head, self.box_predictor))
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
-        parts = []
-        for _ in cfg.MODEL.PRM.POSITIVE_FRACTIONS:
-            parts.append(super()._init_box_head(cfg, input_shape))
-        return {
-            "box_in_features": parts[0]["box_in_features"],
-            "box_pooler": parts[0]["box_pooler"],
-            "box_heads": _per_stage(_regroup(parts, "box_heads")),
-            "box_predictors": _per_stage(_regroup(parts, "box_predictors")),
-            "proposal_matchers": parts[0]["proposal_matchers"],
-        }
-
-    def forward(self, images, features, proposals, targets=None):
-        del images
-        if not self.training:
-            pred_instances = self._forward_box(features, proposals)
-            return self.forward_with_given_boxes(features, pred_instances), {}
-        if self.proposal_append_gt:
-            proposals = add_ground_truth_to_proposals(targets, proposals)
-        losses, primary = self._box_losses(features, proposals, targets)
-        losses.update(self._forward_mask(features, primary))
-        losses.update(self._forward_keypoint(features, primary))
-        return primary, losses
+        return cls._init_module_box_heads(
+            cfg, input_shape, ("box_heads", "box_predictors"), _per_stage)
 
     def _pool(self, features, proposals):
         box_features = self.box_pooler(features, [x.proposal_boxes for x in proposals])

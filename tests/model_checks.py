@@ -45,7 +45,7 @@ def num_classes_of(cfg):
     meta = cfg.MODEL.META_ARCHITECTURE
     if meta == "RetinaNet" or "RetinaNet" in meta:
         return cfg.MODEL.RETINANET.NUM_CLASSES
-    if hasattr(cfg.MODEL, "PADET") and "NUM_CLASSES" in cfg.MODEL.PADET:
+    if meta == "PADet":  # every config has MODEL.PADET (add_all_configs); only PADet uses it
         return cfg.MODEL.PADET.NUM_CLASSES
     return cfg.MODEL.ROI_HEADS.NUM_CLASSES
 
