@@ -50,7 +50,9 @@ def _worker(rank, port, results):
         reference = _grads(model, x)
         scaled = _grads(model, x, GradientAnnealingHook(lambda0=7.0))
     if rank == 0:
-        results.put({n: (reference[n], scaled[n]) for n in reference})
+        # plain lists: a tensor would travel through shared memory that disappears with this
+        # process, racing the parent's unpickling (ConnectionResetError)
+        results.put({n: (reference[n].tolist(), scaled[n].tolist()) for n in reference})
     dist.destroy_process_group()
 
 
@@ -69,6 +71,7 @@ def test_rga_with_ddp_two_processes():
         assert p.exitcode == 0
     lam = 7.0 - 6.0 * 3 / 6
     for name, (reference, scaled) in grads.items():
+        reference, scaled = torch.tensor(reference), torch.tensor(scaled)
         if name.startswith("module.roi_heads."):
             torch.testing.assert_close(scaled, lam * reference, rtol=1e-6, atol=1e-7)
         else:
