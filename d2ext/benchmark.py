@@ -1,0 +1,237 @@
+"""Shared timing code of ``tools/benchmark_*.py``: side-by-side speed comparisons of detectors.
+
+Models are built from config files with identical seeds (optionally copying a baseline's weights),
+fed fixed batches, and timed *interleaved*: every iteration runs one step of every model (in a
+rotating order) so that background load affects all of them alike. A train step is detectron2's
+``SimpleTrainer.run_step`` (forward, backward, optimizer step, metrics) with the config's hooks'
+``before_step``/``after_step`` around it; inference is an eval-mode forward under ``no_grad``.
+The first ``warmup`` iterations are discarded; the table reports medians, the ratio to a baseline
+row and whether the ratio meets its target.
+"""
+import argparse
+import itertools
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.engine import SimpleTrainer
+from detectron2.modeling import build_model
+from detectron2.solver import build_optimizer
+from detectron2.utils.events import EventStorage
+
+from .config import load_config
+
+__all__ = [
+    "REPO", "add_benchmark_arguments", "build_benchmark_model", "shapes_batches",
+    "random_image_batches", "without_instances", "BenchmarkTrainer", "inference_step",
+    "num_detections", "InferenceRunner",
+    "time_interleaved", "Row", "benchmark_header", "markdown_table",
+]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def add_benchmark_arguments(parser: argparse.ArgumentParser, iters=20, warmup=3, batch_size=4):
+    """The options every benchmark script shares; ``opts`` are config overrides for all models."""
+    parser.add_argument("--iters", type=int, default=iters, help="timed steps per model")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps per model")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        choices=["cpu", "cuda"])
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="KEY VALUE config overrides applied to every model")
+    return parser
+
+
+def build_benchmark_model(config_file, opts=(), device="cpu", init_from=None, seed=0):
+    """``(cfg, model)`` built from a config (path relative to the repository root) on ``device``.
+
+    The model is initialised with ``torch.manual_seed(seed)``; with ``init_from`` every parameter
+    and buffer it shares with that model is copied, so a method and its baseline start equal.
+    """
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    path = config_file if os.path.isabs(config_file) else os.path.join(REPO, config_file)
+    cfg = load_config(path, [*opts, "MODEL.DEVICE", device])
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    if init_from is not None:
+        own = model.state_dict()
+        shared = {k: v for k, v in init_from.state_dict().items()
+                  if k in own and own[k].shape == v.shape}
+        model.load_state_dict(shared, strict=False)
+    return cfg, model
+
+
+def _to(batch, device):
+    return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in d.items()} for d in batch]
+
+
+def shapes_batches(cfg, num, batch_size, device):
+    """``num`` training batches (DatasetMapper, is_train) of ``cfg.DATASETS.TRAIN[0]``, on device;
+    the dataset's first ``num * batch_size`` images, cycled if it has fewer."""
+    if num < 1 or batch_size < 1:
+        raise ValueError(f"need num >= 1 and batch_size >= 1, got {num}, {batch_size}")
+    mapper = DatasetMapper(cfg, is_train=True)
+    records = DatasetCatalog.get(cfg.DATASETS.TRAIN[0])
+    if not records:
+        raise ValueError(f"dataset {cfg.DATASETS.TRAIN[0]} is empty")
+    data = [mapper(dict(r)) for r in itertools.islice(itertools.cycle(records), num * batch_size)]
+    return [_to(data[i * batch_size:(i + 1) * batch_size], device) for i in range(num)]
+
+
+def random_image_batches(num, batch_size, height, width, device, seed=0):
+    """``num`` fixed batches of uniform random 0-255 images (C, H, W), inference inputs only."""
+    g = torch.Generator().manual_seed(seed)
+    return [
+        [{"image": (torch.rand(3, height, width, generator=g) * 255).to(device),
+          "height": height, "width": width} for _ in range(batch_size)]
+        for _ in range(num)
+    ]
+
+
+def without_instances(batch):
+    """The inference inputs of a training batch: every key but ``instances``."""
+    return [{k: v for k, v in d.items() if k != "instances"} for d in batch]
+
+
+class BenchmarkTrainer(SimpleTrainer):
+    """detectron2's SimpleTrainer over a fixed list of batches, stepped one iteration at a time.
+
+    ``hooks`` (e.g. ``GradientAnnealingHook``) are registered and see ``before_train`` once and
+    ``before_step``/``after_step`` around every step, as in ``DefaultTrainer.train``. The
+    optimizer is ``build_optimizer(cfg)`` (gradient clipping included) at a tiny learning rate so
+    that many steps on random weights stay finite; its cost does not depend on the rate.
+    """
+
+    def __init__(self, cfg, model, batches, hooks=(), lr=1e-4):
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.SOLVER.BASE_LR = lr
+        super().__init__(model, itertools.cycle(batches), build_optimizer(cfg, model))
+        self.register_hooks(list(hooks))
+        self.start_iter, self.max_iter = 0, cfg.SOLVER.MAX_ITER
+        self.storage = EventStorage(0)
+        self.iter = 0
+        with self.storage:
+            self.before_train()
+
+    def step(self, _index=None):
+        """One training iteration with its hooks."""
+        self.model.train()
+        with self.storage:
+            self.before_step()
+            self.run_step()
+            self.after_step()
+        self.iter += 1
+
+
+@torch.no_grad()
+def inference_step(model, inputs):
+    """Eval-mode forward of ``inputs``; returns the outputs."""
+    was_training = model.training
+    model.eval()
+    try:
+        return model(inputs)
+    finally:
+        model.train(was_training)
+
+
+def num_detections(outputs):
+    """Mean number of detected instances per image of a detector's inference outputs."""
+    return sum(len(o["instances"]) for o in outputs) / max(len(outputs), 1)
+
+
+class InferenceRunner:
+    """``runner(i)``: inference on ``batches[i]`` (``instances`` dropped); records the mean number
+    of detections per image of every call in ``detections`` (the post-processing workload)."""
+
+    def __init__(self, model, batches):
+        self.model, self.batches, self.detections = model, batches, []
+
+    def __call__(self, index):
+        outputs = inference_step(self.model, without_instances(self.batches[index]))
+        self.detections.append(num_detections(outputs))
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_interleaved(steps: Dict[str, Callable[[int], object]], iters, warmup, device):
+    """Seconds per call of every ``steps[name](i)``, i = 0..warmup+iters-1, interleaved.
+
+    Iteration i runs every step once, starting at a different one each iteration (rotation), so
+    no model is always first. The first ``warmup`` iterations are not recorded.
+    """
+    if iters < 1 or warmup < 0:
+        raise ValueError(f"need iters >= 1 and warmup >= 0, got {iters}, {warmup}")
+    names = list(steps)
+    times = {name: [] for name in names}
+    for i in range(warmup + iters):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            _sync(device)
+            start = time.perf_counter()
+            steps[name](i)
+            _sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+@dataclass
+class Row:
+    """One table row: ``key`` indexes the timings; ``baseline`` the key of the row it is compared
+    with; ``target`` the maximal ratio time / baseline time, or without a baseline the maximal
+    time in ms (None: no target); ``per`` divides the median (e.g. the batch size, per image)."""
+
+    name: str
+    key: str
+    baseline: Optional[str] = None
+    target: Optional[float] = None
+    per: int = 1
+
+
+def benchmark_header(title, args, extra=""):
+    """Markdown header naming the device, torch's thread count and the timing settings."""
+    device = args.device
+    if device.startswith("cuda"):
+        device += f" ({torch.cuda.get_device_name()})"
+    lines = [f"## {title}", "",
+             f"device {device}, torch threads {torch.get_num_threads()}, "
+             f"{args.iters} timed iterations after {args.warmup} warm-up (median), "
+             f"interleaved round-robin" + (f"; {extra}" if extra else "")]
+    return "\n".join(lines)
+
+
+def markdown_table(rows: Sequence[Row], times: Dict[str, List[float]]):
+    """``(text, results)``: a markdown table (name, median ms, ratio vs baseline, target, met?)
+    and per row a dict with those values (``ratio``/``met`` None without baseline/target)."""
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    by_key = {r.key: r for r in rows}
+    lines = ["| name | median (ms) | ratio vs baseline | target | met? |",
+             "|---|---:|---:|---:|:---:|"]
+    results = []
+    for r in rows:
+        t = medians[r.key] / r.per
+        ratio = met = None
+        target = "—"
+        if r.baseline is not None:
+            ratio = t / (medians[r.baseline] / by_key[r.baseline].per)
+        if r.target is not None:
+            met = (ratio if ratio is not None else t * 1e3) <= r.target
+            target = f"≤ {r.target:.2f}" + ("×" if ratio is not None else " ms")
+        base = f" (vs {by_key[r.baseline].name})" if r.baseline is not None else ""
+        lines.append(
+            f"| {r.name} | {t * 1e3:.2f} | "
+            f"{'—' if ratio is None else f'{ratio:.3f}{base}'} | {target} | "
+            f"{'—' if met is None else ('yes' if met else 'no')} |")
+        results.append({"name": r.name, "seconds": t, "ratio": ratio, "target": r.target,
+                        "met": met})
+    return "\n".join(lines), results

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Speed of IoU-uniform R-CNN vs Faster R-CNN (R-18-FPN shapes configs), side by side.
+
+    python tools/benchmark_iou_uniform.py [--iters 20] [--warmup 3] [--batch-size 4] [--device cpu]
+
+Rows (``d2ext.benchmark``: identical initial weights, the same shapes_train batches, all steps
+interleaved round-robin, medians):
+- sample generation: ``IoUUniformSampleGenerator`` (Eq. 1) for 100 random GTs in an 800x1333
+  image, with the IoU-uniform config's generator settings (target <= 5 ms on CPU);
+- train step (SimpleTrainer: forward, backward, optimizer step) of the IoU-uniform config vs the
+  baseline (target <= 1.3x);
+- inference with EFO (§3.2) vs the baseline (target <= 1.15x), and without EFO
+  (``MODEL.IOU_UNIFORM.EFO False``, no target; the cost of EFO is the difference).
+Post-processing: both detectors keep (RoI, class) pairs whose class probability exceeds
+``MODEL.ROI_HEADS.SCORE_THRESH_TEST``; with random weights the probabilities are ~1/6, so both
+run NMS on all candidates: the same, worst-case workload (printed as detections per image).
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import d2ext  # noqa: E402,F401  (registers the shapes dataset)
+import iou_uniform  # noqa: E402,F401  (registration)
+from d2ext.benchmark import (  # noqa: E402
+    BenchmarkTrainer, InferenceRunner, Row, add_benchmark_arguments, benchmark_header,
+    build_benchmark_model, markdown_table, shapes_batches, time_interleaved,
+)
+from iou_uniform.sample_generator import IoUUniformSampleGenerator  # noqa: E402
+
+BASELINE = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
+IOU_UNIFORM = "configs/shapes/iou_uniform_R_18_FPN.yaml"
+NUM_GTS, IMAGE_SIZE = 100, (800, 1333)
+
+
+def random_gt_boxes(num, image_size, device, seed=0):
+    """``num`` random XYXY boxes of 8-400 px inside an (H, W) image."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = image_size
+    wh = 8 + torch.rand(num, 2, generator=g) * 392
+    x0y0 = torch.rand(num, 2, generator=g) * (torch.tensor([w, h]) - wh)
+    return torch.cat([x0y0, x0y0 + wh], dim=1).to(device)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    args = add_benchmark_arguments(parser).parse_args(argv)
+
+    cfg, baseline = build_benchmark_model(BASELINE, args.opts, args.device)
+    iu_cfg, iou_uni = build_benchmark_model(IOU_UNIFORM, args.opts, args.device, baseline)
+    batches = shapes_batches(cfg, args.warmup + args.iters, args.batch_size, args.device)
+    # untrained copies for inference, so that every iteration infers with the same weights
+    infer = {
+        "infer_base": build_benchmark_model(BASELINE, args.opts, args.device)[1],
+        "infer_efo": build_benchmark_model(IOU_UNIFORM, args.opts, args.device, baseline)[1],
+        "infer_no_efo": build_benchmark_model(
+            IOU_UNIFORM, [*args.opts, "MODEL.IOU_UNIFORM.EFO", "False"], args.device,
+            baseline)[1],
+    }
+    generator = IoUUniformSampleGenerator(iu_cfg)
+    gt_boxes = random_gt_boxes(NUM_GTS, IMAGE_SIZE, args.device)
+
+    steps = {
+        "sample_gen": lambda i: generator(gt_boxes, IMAGE_SIZE),
+        "train_base": BenchmarkTrainer(cfg, baseline, batches).step,
+        "train_iou": BenchmarkTrainer(iu_cfg, iou_uni, batches).step,
+    }
+    runners = {key: InferenceRunner(model, batches) for key, model in infer.items()}
+    steps.update(runners)
+    times = time_interleaved(steps, args.iters, args.warmup, args.device)
+
+    rows = [
+        Row(f"sample generation ({NUM_GTS} GTs, {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]})", "sample_gen",
+            target=5.0),
+        Row("train step: Faster R-CNN (baseline)", "train_base"),
+        Row("train step: IoU-uniform", "train_iou", "train_base", 1.3),
+        Row("inference: Faster R-CNN (baseline)", "infer_base"),
+        Row("inference: IoU-uniform, EFO", "infer_efo", "infer_base", 1.15),
+        Row("inference: IoU-uniform, no EFO", "infer_no_efo", "infer_base"),
+    ]
+    table, results = markdown_table(rows, times)
+    print(benchmark_header("IoU-uniform R-CNN vs Faster R-CNN (R-18-FPN, shapes)", args,
+                           f"batch {args.batch_size} shapes_train images; sample-generation "
+                           "target for CPU"))
+    print()
+    print(table)
+    print()
+    print("detections per image (post-processing workload): " + ", ".join(
+        f"{key} {sum(r.detections) / len(r.detections):.1f}" for key, r in runners.items()))
+    return results
+
+
+if __name__ == "__main__":
+    main()
