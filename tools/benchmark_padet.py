@@ -79,7 +79,8 @@ def main(argv=None):
     table, results = markdown_table(rows, times)
     print(benchmark_header("PADet vs RetinaNet and Faster R-CNN: inference time per image", args,
                            f"batch {b} random images, random weights, score threshold "
-                           f"{args.score_thresh}, at most {args.detections_per_image} detections per image"))
+                           f"{args.score_thresh}, at most {args.detections_per_image} "
+                           "detections per image"))
     print()
     print(table)
     print()
