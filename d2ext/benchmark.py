@@ -210,6 +210,19 @@ def benchmark_header(title, args, extra=""):
     return "\n".join(lines)
 
 
+def print_report(header, table, runners, footer=""):
+    """Print a benchmark's header, its table, an optional footer line and the detections per
+    image of each ``InferenceRunner`` (the post-processing workload each model ran)."""
+    print(header)
+    print()
+    print(table)
+    print()
+    if footer:
+        print(footer)
+    print("detections per image (post-processing workload): " + ", ".join(
+        f"{key} {sum(r.detections) / len(r.detections):.1f}" for key, r in runners.items()))
+
+
 def markdown_table(rows: Sequence[Row], times: Dict[str, List[float]]):
     """``(text, results)``: a markdown table (name, median ms, ratio vs baseline, target, met?)
     and per row a dict with those values (``ratio``/``met`` None without baseline/target)."""

@@ -27,7 +27,7 @@ import d2ext  # noqa: E402,F401  (registers the shapes dataset)
 import iou_uniform  # noqa: E402,F401  (registration)
 from d2ext.benchmark import (  # noqa: E402
     BenchmarkTrainer, InferenceRunner, Row, add_benchmark_arguments, benchmark_header,
-    build_benchmark_model, markdown_table, shapes_batches, time_interleaved,
+    build_benchmark_model, markdown_table, print_report, shapes_batches, time_interleaved,
 )
 from iou_uniform.sample_generator import IoUUniformSampleGenerator  # noqa: E402
 
@@ -83,14 +83,10 @@ def main(argv=None):
         Row("inference: IoU-uniform, no EFO", "infer_no_efo", "infer_base"),
     ]
     table, results = markdown_table(rows, times)
-    print(benchmark_header("IoU-uniform R-CNN vs Faster R-CNN (R-18-FPN, shapes)", args,
-                           f"batch {args.batch_size} shapes_train images; sample-generation "
-                           "target for CPU"))
-    print()
-    print(table)
-    print()
-    print("detections per image (post-processing workload): " + ", ".join(
-        f"{key} {sum(r.detections) / len(r.detections):.1f}" for key, r in runners.items()))
+    header = benchmark_header("IoU-uniform R-CNN vs Faster R-CNN (R-18-FPN, shapes)", args,
+                              f"batch {args.batch_size} shapes_train images; sample-generation "
+                              "target for CPU")
+    print_report(header, table, runners)
     return results
 
 

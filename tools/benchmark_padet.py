@@ -29,7 +29,7 @@ import d2ext  # noqa: E402,F401
 import padet  # noqa: E402,F401  (registration)
 from d2ext.benchmark import (  # noqa: E402
     InferenceRunner, Row, add_benchmark_arguments, benchmark_header, build_benchmark_model,
-    markdown_table, random_image_batches, time_interleaved,
+    markdown_table, print_report, random_image_batches, time_interleaved,
 )
 
 PADET = "configs/padet/padet_vgg16_384.yaml"
@@ -77,20 +77,17 @@ def main(argv=None):
         Row(f"PADet VGG-16 {size}x{size}", "padet", "retinanet", 0.20, per=b),
     ]
     table, results = markdown_table(rows, times)
-    print(benchmark_header("PADet vs RetinaNet and Faster R-CNN: inference time per image", args,
-                           f"batch {b} random images, random weights, score threshold "
-                           f"{args.score_thresh}, at most {args.detections_per_image} "
-                           "detections per image"))
-    print()
-    print(table)
-    print()
     t = {r["name"]: r["seconds"] for r in results}
     padet_t = t[rows[2].name]
-    print(f"PADet is {t[rows[0].name] / padet_t:.2f}x faster than RetinaNet R50-FPN and "
-          f"{t[rows[1].name] / padet_t:.2f}x faster than Faster R-CNN R50-FPN "
-          "(paper anchor: 7.5x faster than RetinaNet-101-800)")
-    print("detections per image (post-processing workload): " + ", ".join(
-        f"{key} {sum(r.detections) / len(r.detections):.1f}" for key, r in runners.items()))
+    print_report(
+        benchmark_header("PADet vs RetinaNet and Faster R-CNN: inference time per image", args,
+                         f"batch {b} random images, random weights, score threshold "
+                         f"{args.score_thresh}, at most {args.detections_per_image} "
+                         "detections per image"),
+        table, runners,
+        footer=f"PADet is {t[rows[0].name] / padet_t:.2f}x faster than RetinaNet R50-FPN and "
+        f"{t[rows[1].name] / padet_t:.2f}x faster than Faster R-CNN R50-FPN "
+        "(paper anchor: 7.5x faster than RetinaNet-101-800)")
     return results
 
 

@@ -23,7 +23,7 @@ import d2ext  # noqa: E402,F401  (registers the shapes dataset)
 import rga_prm  # noqa: E402  (registration)
 from d2ext.benchmark import (  # noqa: E402
     BenchmarkTrainer, InferenceRunner, Row, add_benchmark_arguments, benchmark_header,
-    build_benchmark_model, markdown_table, shapes_batches, time_interleaved,
+    build_benchmark_model, markdown_table, print_report, shapes_batches, time_interleaved,
 )
 
 BASELINE = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
@@ -71,13 +71,9 @@ def main(argv=None):
         Row("inference: PRM (ensemble)", "infer_prm", "infer_base", 1.10),
     ]
     table, results = markdown_table(rows, times)
-    print(benchmark_header("RGA and PRM vs Faster R-CNN (R-18-FPN, shapes)", args,
-                           f"batch {args.batch_size} shapes_train images"))
-    print()
-    print(table)
-    print()
-    print("detections per image (post-processing workload): " + ", ".join(
-        f"{key} {sum(r.detections) / len(r.detections):.1f}" for key, r in runners.items()))
+    header = benchmark_header("RGA and PRM vs Faster R-CNN (R-18-FPN, shapes)", args,
+                              f"batch {args.batch_size} shapes_train images")
+    print_report(header, table, runners)
     return results
 
 
