@@ -9,6 +9,8 @@ or only relabelled (detectron2). The loss is Σ_s lw_s (L_cls,s + L_reg,s + L_io
 once. At test the RoIs pass through the three regression towers; EFO predicts the IoU at the
 final boxes with tower 3; the class probability comes from the three classification towers.
 """
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -116,12 +118,15 @@ class IoUUniformCascadeROIHeads(IoUUniformHeadMixin, CascadeROIHeads):
     # ------------------------------------------------------------------ towers
     def classify(self, features, boxes, stage):
         """Classification tower of ``stage``: logits (R, C+1)."""
-        x = self.box_head[stage](self.box_pooler(features, boxes))
-        return self.box_predictor[stage](torch.flatten(x, 1))
+        return self.cls_logits(self.box_pooler(features, boxes), stage)
 
     def regress(self, features, boxes, stage):
         """Regression + IoU tower of ``stage``: deltas (R, 4), IoU u (R,)."""
-        return self.apply_reg_iou_head(self.reg_iou_head[stage], features, boxes)
+        return self.apply_reg_iou_head(self.reg_iou_head[stage], self.box_pooler(features, boxes))
+
+    def cls_logits(self, box_features, stage):
+        """Classification tower of ``stage`` on pooled features: logits (R, C+1)."""
+        return self.box_predictor[stage](torch.flatten(self.box_head[stage](box_features), 1))
 
     # ------------------------------------------------------------------ training
     def box_losses(self, features, proposals, targets):
@@ -182,15 +187,17 @@ class IoUUniformCascadeROIHeads(IoUUniformHeadMixin, CascadeROIHeads):
         image_sizes = [p.image_size for p in proposals]
         logits = []
         for stage in range(self.num_cascade_stages):
-            logits.append(self.classify(features, boxes, stage))
-            deltas, ious = self.regress(features, boxes, stage)
+            box_features = self.box_pooler(features, boxes)  # one pooling for both towers
+            logits.append(self.cls_logits(box_features, stage))
+            deltas, ious = self.apply_reg_iou_head(self.reg_iou_head[stage], box_features)
             boxes = refine_boxes(self.box2box_transforms[stage], boxes, deltas, image_sizes)
-        if self.efo:
-            _, ious = self.regress(features, boxes, self.num_cascade_stages - 1)
         if self.test_score == "logits":
             probs = F.softmax(sum(logits) / len(logits), dim=-1)
         else:
             probs = sum(F.softmax(x, dim=-1) for x in logits) / len(logits)
+        if self.efo:
+            last_tower = functools.partial(self.apply_reg_iou_head, self.reg_iou_head[-1])
+            ious = self.efo_ious(features, boxes, probs, ious, last_tower)
         num = [len(b) for b in boxes]
         return iou_uniform_inference(
             [b.tensor for b in boxes], probs.split(num), ious.split(num), image_sizes,

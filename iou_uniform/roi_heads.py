@@ -172,11 +172,24 @@ class IoUUniformHeadMixin:
             return self.predict(features, proposals)
         return self.box_losses(features, proposals, targets)
 
-    def apply_reg_iou_head(self, reg_iou_head, features, boxes):
-        """A regression + IoU tower at ``boxes``: deltas (R, 4), IoU u (R,) (sigmoid applied if
-        configured)."""
-        deltas, ious = reg_iou_head(self.box_pooler(features, boxes))
+    def apply_reg_iou_head(self, reg_iou_head, box_features):
+        """A regression + IoU tower on pooled features: deltas (R, 4), IoU u (R,) (sigmoid
+        applied if configured)."""
+        deltas, ious = reg_iou_head(box_features)
         return deltas, (ious.sigmoid() if self.iou_sigmoid else ious)
+
+    def efo_ious(self, features, refined, probs, ious, reg_iou_tower):
+        """EFO (§3.2): the IoU u2 predicted by ``reg_iou_tower`` (pooled features → deltas, u)
+        from features pooled at the refined boxes. Only RoIs with some foreground p_c above the
+        score threshold can become detections, so only those are pooled again; the others keep
+        u1 (``ious``), which is never used."""
+        num = [len(b) for b in refined]
+        candidate = (probs[:, :-1] > self.test_score_thresh).any(dim=1)
+        if not candidate.any():
+            return ious
+        boxes = [b[c] for b, c in zip(refined, candidate.split(num))]
+        _, u2 = reg_iou_tower(self.box_pooler(features, boxes))
+        return ious.masked_scatter(candidate, u2)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -241,11 +254,19 @@ class IoUUniformROIHeads(IoUUniformHeadMixin, StandardROIHeads):
     # ------------------------------------------------------------------ towers
     def classify(self, features, boxes):
         """Classification tower: list[Tensor] features, list[Boxes] → logits (R, C+1)."""
-        return self.box_predictor(torch.flatten(self.box_head(self.box_pooler(features, boxes)), 1))
+        return self.cls_logits(self.box_pooler(features, boxes))
 
     def regress(self, features, boxes):
         """Regression + IoU tower: → deltas (R, 4), IoU u (R,) (sigmoid applied if configured)."""
-        return self.apply_reg_iou_head(self.reg_iou_head, features, boxes)
+        return self.reg_iou_outputs(self.box_pooler(features, boxes))
+
+    def cls_logits(self, box_features):
+        """Classification tower on pooled features: logits (R, C+1)."""
+        return self.box_predictor(torch.flatten(self.box_head(box_features), 1))
+
+    def reg_iou_outputs(self, box_features):
+        """Regression + IoU tower on pooled features: deltas (R, 4), IoU u (R,)."""
+        return self.apply_reg_iou_head(self.reg_iou_head, box_features)
 
     # ------------------------------------------------------------------ training
     def box_losses(self, features, proposals, targets):
@@ -300,11 +321,12 @@ class IoUUniformROIHeads(IoUUniformHeadMixin, StandardROIHeads):
         score, NMS. Detections carry ``pred_ious`` (the IoU used for scoring)."""
         boxes = [p.proposal_boxes for p in proposals]
         image_sizes = [p.image_size for p in proposals]
-        probs = F.softmax(self.classify(features, boxes), dim=-1)
-        deltas, ious = self.regress(features, boxes)
+        box_features = self.box_pooler(features, boxes)  # one pooling for both towers
+        probs = F.softmax(self.cls_logits(box_features), dim=-1)
+        deltas, ious = self.reg_iou_outputs(box_features)
         refined = refine_boxes(self.box2box_transform, boxes, deltas, image_sizes)
         if self.efo:
-            _, ious = self.regress(features, refined)
+            ious = self.efo_ious(features, refined, probs, ious, self.reg_iou_outputs)
         num = [len(b) for b in boxes]
         return iou_uniform_inference(
             [b.tensor for b in refined], probs.split(num), ious.split(num), image_sizes,

@@ -39,9 +39,8 @@ class ParallelIoUUniformROIHeads(PRMHeadsMixin, IoUUniformROIHeads):
         """Classification tower k at pooled features: logits (R, C+1)."""
         return self.box_predictor[k](torch.flatten(self.box_head[k](box_features), 1))
 
-    def classify(self, features, boxes):
+    def cls_logits(self, box_features):
         """Test time: mean of the towers' pre-softmax logits (Sec. 3.2), or TEST_MODULE's."""
-        box_features = self.box_pooler(features, boxes)
         modules = [self.prm.test_module] if self.prm.test_module >= 0 else range(len(self.box_head))
         return torch.stack([self.module_logits(k, box_features) for k in modules]).mean(dim=0)
 

@@ -84,15 +84,18 @@ def test_no_gt_and_inference():
         _, losses = heads(None, features(), proposals(targets()), gts)
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
+    assert tower_stages_at_test(heads) == [0, 1, 2, 2]  # EFO with tower 3
+    heads = build_heads(CASCADE, EFO=False, CASCADE_TEST_SCORE="probs")
+    assert tower_stages_at_test(heads) == [0, 1, 2]
+
+
+def tower_stages_at_test(heads):
+    """The stages of the regression + IoU towers run by one inference, in order."""
     heads.eval()
-    heads.regress = Recorder(heads.regress)
+    heads.apply_reg_iou_head = Recorder(heads.apply_reg_iou_head)
     with torch.no_grad():
         out, _ = heads(None, features(), proposals(targets()))
-    assert [args[2] for args, _ in heads.regress.calls] == [0, 1, 2, 2]  # EFO with tower 3
     assert len(out) == 2 and out[0].has("pred_ious")
-    heads = build_heads(CASCADE, EFO=False, CASCADE_TEST_SCORE="probs")
-    heads.eval()
-    heads.regress = Recorder(heads.regress)
-    with torch.no_grad():
-        heads(None, features(), proposals(targets()))
-    assert [args[2] for args, _ in heads.regress.calls] == [0, 1, 2]
+    towers = list(heads.reg_iou_head)
+    return [next(i for i, t in enumerate(towers) if t is args[0])
+            for args, _ in heads.apply_reg_iou_head.calls]

@@ -6,7 +6,8 @@ import torch
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 from iou_uniform import IoUUniformROIHeads, IoUUniformSamples
-from iou_uniform.inference import iou_uniform_inference_single_image
+from iou_uniform.inference import iou_uniform_inference, iou_uniform_inference_single_image
+from iou_uniform.roi_heads import refine_boxes
 from iou_uniform.sample_generator import paired_iou
 from tests.iou_uniform.roi_heads_utils import (
     IMAGE_SIZE, Recorder, build_heads, features, proposals, targets,
@@ -124,34 +125,43 @@ def test_no_gt_gives_connected_zero_losses(generated):
 
 def eval_forward(heads, feats, props):
     heads.eval()
-    heads.regress = Recorder(heads.regress)
-    heads.classify = Recorder(heads.classify)
+    heads.box_pooler.forward = Recorder(heads.box_pooler.forward)
+    for name in ("cls_logits", "reg_iou_outputs"):
+        setattr(heads, name, Recorder(getattr(heads, name)))
     with torch.no_grad():
         out, _ = heads(None, feats, props)
     return out
 
 
+def refined_rois(heads, deltas, props):
+    refined = heads.box2box_transform.apply_deltas(deltas, torch.cat(
+        [p.proposal_boxes.tensor for p in props]))
+    refined = Boxes(refined)
+    refined.clip(IMAGE_SIZE)
+    return refined
+
+
 @pytest.mark.parametrize("efo", [True, False])
 def test_efo_pools_at_refined_boxes_and_scores_are_p_times_u(efo):
-    """Check 9 and 10 in the heads: EFO re-pools at the clipped decoded boxes (the tower runs
-    twice, its second deltas unused); off: once, scores use u1. Score = p_c × u."""
+    """Check 9 and 10 in the heads: both towers share one pooling at the proposals; EFO pools
+    again at the clipped decoded boxes (the tower runs twice, its second deltas unused); off:
+    once, scores use u1. Score = p_c × u."""
     heads = build_heads(EFO=efo)
     heads.test_score_thresh = 0.0
     feats, props = features(), proposals(targets())
     out = eval_forward(heads, feats, props)
-    calls = heads.regress.calls
-    assert len(calls) == (2 if efo else 1)
-    ((f, boxes), (deltas, u1)) = calls[0]
-    refined = heads.box2box_transform.apply_deltas(deltas, torch.cat([b.tensor for b in boxes]))
-    refined = Boxes(refined)
-    refined.clip(IMAGE_SIZE)
+    pooled = heads.box_pooler.forward.calls
+    assert len(pooled) == len(heads.reg_iou_outputs.calls) == (2 if efo else 1)
+    assert [torch.equal(b.tensor, p.proposal_boxes.tensor)
+            for b, p in zip(pooled[0][0][1], props)] == [True, True]
+    (_, (deltas, u1)) = heads.reg_iou_outputs.calls[0]
+    refined = refined_rois(heads, deltas, props)
     if efo:
-        (_, second_boxes), (_, u2) = calls[1]
-        assert torch.equal(torch.cat([b.tensor for b in second_boxes]), refined.tensor)
-        u = u2
+        assert torch.equal(torch.cat([b.tensor for b in pooled[1][0][1]]), refined.tensor)
+        (_, (_, u)) = heads.reg_iou_outputs.calls[1]
     else:
         u = u1
-    ((_, _), logits), = heads.classify.calls
+    ((_, logits),) = heads.cls_logits.calls
     probs = logits.softmax(-1)
     offset = 0
     for det, p in zip(out, props):
@@ -167,11 +177,42 @@ def test_efo_pools_at_refined_boxes_and_scores_are_p_times_u(efo):
         assert torch.equal(det.pred_ious, u[r][idx])
 
 
+def test_efo_pools_again_only_rois_above_the_score_threshold():
+    """Only RoIs with a foreground p_c above the threshold can become detections, so only they
+    are pooled again; the detections equal those of EFO over every RoI."""
+    heads = build_heads()
+    heads.eval()
+    feats, props = features(), proposals(targets())
+    boxes = [p.proposal_boxes for p in props]
+    f = [feats[k] for k in heads.box_in_features]
+    with torch.no_grad():
+        x = heads.box_pooler(f, boxes)
+        probs = heads.cls_logits(x).softmax(-1)
+        deltas, _ = heads.reg_iou_outputs(x)
+        refined = refine_boxes(heads.box2box_transform, boxes, deltas, [IMAGE_SIZE] * 2)
+        _, u_all = heads.reg_iou_outputs(heads.box_pooler(f, refined))
+    best_fg = probs[:, :-1].max(dim=1).values
+    heads.test_score_thresh = float(best_fg.median())  # about half the RoIs are candidates
+    candidate = best_fg > heads.test_score_thresh
+    assert 0 < candidate.sum() < len(candidate)
+    out = eval_forward(heads, feats, props)
+    repooled = torch.cat([b.tensor for b in heads.box_pooler.forward.calls[1][0][1]])
+    assert torch.equal(repooled, torch.cat([b.tensor for b in refined])[candidate])
+    num = [len(b) for b in boxes]
+    expected = iou_uniform_inference(
+        [b.tensor for b in refined], probs.split(num), u_all.split(num), [IMAGE_SIZE] * 2,
+        "cls_x_iou", heads.test_score_thresh, heads.test_nms_thresh, heads.test_topk_per_image)
+    for det, ref in zip(out, expected):
+        assert len(det) > 0
+        assert torch.equal(det.pred_boxes.tensor, ref.pred_boxes.tensor)
+        torch.testing.assert_close(det.scores, ref.scores)
+
+
 def test_cls_score_mode_scores_are_probabilities():
     heads = build_heads(SCORE_MODE="cls")
     feats, props = features(), proposals(targets())
     out = eval_forward(heads, feats, props)
-    ((_, _), logits), = heads.classify.calls
+    ((_, logits),) = heads.cls_logits.calls
     probs = logits.softmax(-1)[: len(props[0])]
     det = out[0]
     assert len(det) > 0 and ((det.scores > 0.05) & (det.scores <= probs.max())).all()

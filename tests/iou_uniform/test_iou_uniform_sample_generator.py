@@ -79,21 +79,44 @@ def test_identical_gts_tie_goes_to_lowest_index():
 
 
 def test_crowded_100_gts_batched_without_loop(monkeypatch):
-    """Check 3: 100 random, heavily overlapping GTs; the own-vs-all IoU is one batched call."""
+    """Check 3: 100 random, heavily overlapping GTs; every IoU is one batched call (the same
+    three calls for any number of GTs: candidates vs own GT, GT vs GT, candidates vs rivals)."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(3)
     xy = torch.rand(100, 2, generator=g) * 150
     gt = torch.cat([xy, xy + 8 + torch.rand(100, 2, generator=g) * 60], 1)
     calls = []
-    real = sg.pairwise_iou
-    monkeypatch.setattr(sg, "pairwise_iou", lambda a, b: calls.append(len(b)) or real(a, b))
+    real = sg.paired_iou
+    monkeypatch.setattr(sg, "paired_iou", lambda *a, **k: calls.append(1) or real(*a, **k))
     s = default_generator()(gt, (200, 220))
-    assert calls == [100]
+    assert len(calls) == 3
     assert_invariants(s, gt, (200, 220))
     assert len(torch.unique(s.gt_inds)) > 50
     # crowding removes samples that another GT matches better
     s_no_filter = default_generator(ARGMAX_FILTER=False)(gt, (200, 220))
     assert len(s_no_filter) > len(s)
+
+
+def test_argmax_filter_equals_brute_force_over_all_gts():
+    """The filter only compares a candidate with GTs that overlap its own (Jaccard distance is a
+    metric); on crowded GTs it must agree exactly with the argmax over all GTs."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(4)
+    xy = torch.rand(60, 2, generator=g) * 150
+    gt = torch.cat([xy, xy + 8 + torch.rand(60, 2, generator=g) * 60], 1)
+    gt = torch.cat([gt, gt[:5]])  # exact duplicates: ties go to the lowest index
+    gen = default_generator()
+    planes = gen._draw_candidates(gt, (300, 300))  # (4, K, J, A)
+    boxes = planes.view(4, -1).t()
+    group = torch.arange(planes[0].numel()) // gen.num_attempts  # GT index * J + interval
+    own = group // gen.num_intervals
+    ious = sg.paired_iou(boxes, gt[own])
+    bounds = gen.intervals[group % gen.num_intervals]
+    m = (ious > bounds[:, 0]) & (ious <= bounds[:, 1])
+    fast = gen._own_gt_is_best(boxes[m], ious[m], group[m], gt)
+    brute = pairwise_iou(Boxes(boxes[m]), Boxes(gt)).argmax(dim=1) == own[m]
+    assert m.sum() > 10000 and 0.5 < fast.float().mean() < 1.0
+    assert torch.equal(fast, brute)
 
 
 def test_no_gt_and_degenerate_gt():
