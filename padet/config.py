@@ -36,6 +36,11 @@ def add_padet_config(cfg):
     _C.APM_HNM_RATIO = 3
     # hard-negative mining ratio of the detection loss L_cls (0 = all non-ignored negatives)
     _C.DET_HNM_RATIO = 3
+    # Table 2 "APM_C": the APM's scores filter easy negatives (the theta rule, training and test)
+    _C.APM_CLS = True
+    # Table 2 "APM_R": the detection module works on the promoted anchors (False: the initial
+    # ones). Both False is the "vanilla DSSD" encoder-decoder baseline: no APM loss either.
+    _C.APM_REG = True
     # IoU-balanced losses (Wu et al., MODEL.IOU_BALANCED.*) in the detection head's L_cls and L_r
     _C.IOU_BALANCED = False
     # theta: negatives whose APM score p < theta are ignored in training, dropped at test (§3.1)

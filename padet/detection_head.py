@@ -32,6 +32,11 @@ class PADetDetectionHead(nn.Module):
         msra_init(self.convs)
         predictor_init([*self.cls_score, *self.bbox_pred])
 
+    @property
+    def uses_apm_deltas(self):
+        """Whether some FAM takes its offsets from the APM's deltas (X_l, X_s)."""
+        return any(f.mode not in ("none", "implicit") for f in self.fams)
+
     @classmethod
     def from_config(cls, cfg, input_shape):
         p = cfg.MODEL.PADET

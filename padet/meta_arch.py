@@ -37,6 +37,9 @@ class PADet(nn.Module):
     Training returns {loss_apm_cls, loss_apm_box_reg, loss_det_cls, loss_det_box_reg} (§3.3);
     inference drops anchors with p < theta, keeps class scores > 0.01, runs per-class soft-NMS
     and keeps the top 300 per image (§3.3 "Inference").
+
+    Table 2's components can be switched off: ``apm_cls`` (APM_C, the theta rule) and
+    ``apm_reg`` (APM_R, promotion); with both off the APM is not used or trained at all.
     """
 
     @configurable
@@ -44,8 +47,13 @@ class PADet(nn.Module):
                  box2box_transform, matcher, theta=0.01, det_hnm_ratio=3, smooth_l1_beta=1.0,
                  score_thresh_test=0.01, soft_nms_method="linear", soft_nms_iou_thresh=0.3,
                  soft_nms_sigma=0.5, soft_nms_min_score=0.001, pre_nms_topk_per_class=0,
-                 detections_per_image=300, iou_balanced=None):
+                 detections_per_image=300, iou_balanced=None, apm_cls=True, apm_reg=True):
         super().__init__()
+        if not (apm_cls or apm_reg) and head.uses_apm_deltas:
+            raise ValueError(
+                "MODEL.PADET.APM_CLS and APM_REG are both False (no APM), but the FAM offsets of "
+                "MODEL.PADET.FAM_MODE come from the APM's deltas: use 'none' or 'implicit'")
+        self.apm_cls, self.apm_reg = apm_cls, apm_reg
         self.backbone, self.apm, self.head = backbone, apm, head
         self.num_classes = num_classes
         self.box2box_transform, self.matcher = box2box_transform, matcher
@@ -87,6 +95,8 @@ class PADet(nn.Module):
             "pre_nms_topk_per_class": p.PRE_NMS_TOPK_PER_CLASS,
             "detections_per_image": p.DETECTIONS_PER_IMAGE,
             "iou_balanced": iou_balanced_options(cfg) if p.IOU_BALANCED else None,
+            "apm_cls": p.APM_CLS,
+            "apm_reg": p.APM_REG,
         }
 
     @property
@@ -108,7 +118,10 @@ class PADet(nn.Module):
         anchors = self.apm.anchors(features, images.tensor.shape[-2:])
         apm_logits = flatten_anchor_maps(apm_logit_maps, 1).squeeze(-1)
         apm_deltas = flatten_anchor_maps(apm_delta_maps, 4)
-        promoted = self.apm.promote(anchors, apm_deltas)  # detached (RefineDet)
+        if self.apm_reg:
+            promoted = self.apm.promote(anchors, apm_deltas)  # detached (RefineDet)
+        else:
+            promoted = anchors.expand(len(images), -1, -1)
         cls_logits = flatten_anchor_maps(cls_maps, self.num_classes + 1)
         reg_deltas = flatten_anchor_maps(reg_maps, 4)
 
@@ -116,8 +129,10 @@ class PADet(nn.Module):
             if "instances" not in batched_inputs[0]:
                 raise ValueError("PADet training needs 'instances' (GT boxes) in every input")
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            apm_labels, apm_gt_boxes = self.apm.label_anchors(anchors, gt_instances)
-            losses = self.apm.losses(anchors, apm_logits, apm_deltas, apm_labels, apm_gt_boxes)
+            losses = {}
+            if self.apm_cls or self.apm_reg:
+                apm_labels, apm_gt_boxes = self.apm.label_anchors(anchors, gt_instances)
+                losses = self.apm.losses(anchors, apm_logits, apm_deltas, apm_labels, apm_gt_boxes)
             losses.update(self.losses(promoted, apm_logits, cls_logits, reg_deltas, gt_instances))
             return losses
 
@@ -146,8 +161,9 @@ class PADet(nn.Module):
                 targets.append(torch.full_like(lab, self.num_classes, dtype=torch.long))
                 matched.append(torch.zeros_like(boxes))
         labels = torch.stack(labels)
-        p = apm_logits.detach().sigmoid()
-        negatives = (labels == 0) & (p >= self.theta)
+        negatives = labels == 0
+        if self.apm_cls:
+            negatives &= apm_logits.detach().sigmoid() >= self.theta
         return torch.stack(targets), labels == 1, negatives, torch.stack(matched)
 
     def losses(self, promoted, apm_logits, cls_logits, reg_deltas, gt_instances):
@@ -188,6 +204,8 @@ class PADet(nn.Module):
         keep class scores > SCORE_THRESH_TEST, per-class soft-NMS, top DETECTIONS_PER_IMAGE."""
         probs = cls_logits.softmax(dim=-1)[..., : self.num_classes]
         keep_anchor = apm_logits.sigmoid() >= self.theta
+        if not self.apm_cls:
+            keep_anchor.fill_(True)
         results = []
         for i, image_size in enumerate(image_sizes):
             k = keep_anchor[i]

@@ -130,3 +130,66 @@ def test_pre_nms_topk_per_class(model):
     kept = sorted(zip(cls.tolist(), idx.tolist()))
     assert kept == [(0, 12), (0, 13), (1, 11), (1, 14), (2, 15)]  # 0.5 of class 0 dropped
     assert torch.equal(sc, scores[idx - 10])
+
+
+
+def _ablation_model(*opts):
+    cfg = load_config(config_path("shapes", "padet_vgg16_384.yaml"), ["MODEL.DEVICE", "cpu", *opts])
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+NO_APM = ("MODEL.PADET.APM_CLS", "False", "MODEL.PADET.APM_REG", "False",
+          "MODEL.PADET.FAM_MODE", "none")
+
+
+def _train_step_records(model, monkeypatch):
+    """One training forward; returns the losses, the initial anchors and the boxes the
+    detection module was labelled against."""
+    seen = {}
+    anchors_fn, losses_fn = model.apm.anchors, model.losses
+    monkeypatch.setattr(model.apm, "anchors",
+                        lambda *a: seen.setdefault("anchors", anchors_fn(*a)))
+    monkeypatch.setattr(model, "losses",
+                        lambda promoted, *a: seen.setdefault("promoted", promoted) is not None
+                        and losses_fn(promoted, *a))
+    image = torch.randint(0, 255, (3, 160, 160), dtype=torch.uint8)
+    inst = _gt([[20, 20, 60, 70], [90, 40, 150, 100]], [1, 3], (160, 160))
+    model.train()
+    with EventStorage():  # two images: BatchNorm needs more than one value on the 1x1 level
+        losses = model([{"image": image, "instances": inst}] * 2)
+    return losses, seen["anchors"], seen["promoted"]
+
+
+@pytest.mark.parametrize("apm", ["on", "off"])
+def test_table2_apm_switches_in_training(apm, monkeypatch):
+    """APM_CLS = APM_REG = False is Table 2's encoder-decoder baseline: no APM loss and the
+    detection module labels the initial anchors; with the APM, the promoted ones."""
+    model = _ablation_model(*(NO_APM if apm == "off" else ()))
+    losses, anchors, promoted = _train_step_records(model, monkeypatch)
+    det = {"loss_det_cls", "loss_det_box_reg"}
+    if apm == "off":
+        assert set(losses) == det
+        assert torch.equal(promoted[0], anchors)
+    else:
+        assert set(losses) == det | {"loss_apm_cls", "loss_apm_box_reg"}
+        assert not torch.equal(promoted[0], anchors)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_without_apm_cls_no_negative_is_ignored_and_no_anchor_dropped():
+    """APM_CLS False: the theta rule is off in training and at test (Table 2 APM_R row)."""
+    model = _ablation_model("MODEL.PADET.APM_CLS", "False")
+    promoted = torch.tensor([[[10.0, 10.0, 30.0, 30.0], [60.0, 60.0, 80.0, 80.0]]])
+    apm_logits = torch.tensor([[_logit(0.005), _logit(0.005)]])
+    _, pos, negatives, _ = model.label_promoted(promoted, apm_logits, [_gt([10, 10, 30, 30], [3])])
+    assert pos.tolist() == [[True, False]] and negatives.tolist() == [[False, True]]
+    cls_logits = torch.full((1, 2, C + 1), -20.0)
+    cls_logits[0, :, 1] = 10.0
+    r = model.inference(promoted, apm_logits, cls_logits, torch.zeros(1, 2, 4), [(100, 100)])[0]
+    assert len(r) == 2  # both anchors have p < theta and are kept
+
+
+def test_no_apm_with_apm_driven_fam_is_a_config_error():
+    with pytest.raises(ValueError, match="FAM offsets .* come from the APM"):
+        _ablation_model(*NO_APM[:4], "MODEL.PADET.FAM_MODE", "disentangled")
