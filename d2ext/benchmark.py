@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.engine import SimpleTrainer
 from detectron2.modeling import build_model
@@ -48,11 +49,13 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser, iters=20, warmup=3,
     return parser
 
 
-def build_benchmark_model(config_file, opts=(), device="cpu", init_from=None, seed=0):
+def build_benchmark_model(config_file, opts=(), device="cpu", init_from=None, seed=0,
+                          weights=None):
     """``(cfg, model)`` built from a config (path relative to the repository root) on ``device``.
 
     The model is initialised with ``torch.manual_seed(seed)``; with ``init_from`` every parameter
-    and buffer it shares with that model is copied, so a method and its baseline start equal.
+    and buffer it shares with that model is copied, so a method and its baseline start equal;
+    with ``weights`` (a trained checkpoint) the model loads it instead.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available")
@@ -65,6 +68,10 @@ def build_benchmark_model(config_file, opts=(), device="cpu", init_from=None, se
         shared = {k: v for k, v in init_from.state_dict().items()
                   if k in own and own[k].shape == v.shape}
         model.load_state_dict(shared, strict=False)
+    if weights:
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"benchmark weights file not found: {weights}")
+        DetectionCheckpointer(model).load(weights)
     return cfg, model
 
 

@@ -54,6 +54,23 @@ def test_benchmark_iou_uniform(tiny_shapes, capsys):
         "inference: IoU-uniform, EFO", "inference: IoU-uniform, no EFO"])
 
 
+def test_benchmark_model_loads_trained_weights(tmp_path):
+    """``weights`` loads a checkpoint over the seeded initialisation; a missing file is named."""
+    cfg_file = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
+    _, model = build_benchmark_model(cfg_file, seed=1)
+    path = str(tmp_path / "trained.pth")
+    torch.save({"model": model.state_dict()}, path)
+    _, loaded = build_benchmark_model(cfg_file, seed=0, weights=path)
+    _, fresh = build_benchmark_model(cfg_file, seed=0)
+    key = "roi_heads.box_head.fc1.weight"
+    assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
+    assert not torch.equal(fresh.state_dict()[key], model.state_dict()[key])
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_benchmark_model(cfg_file, weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(SystemExit):  # one of the two trained checkpoints only
+        _script("benchmark_iou_uniform").main(SMALL + ["--baseline-weights", path])
+
+
 def test_benchmark_rga_prm(tiny_shapes, capsys):
     results = _script("benchmark_rga_prm").main(SMALL + TINY_SHAPES)
     _check(capsys.readouterr().out, results, [

@@ -14,6 +14,9 @@ interleaved round-robin, medians):
 Post-processing: both detectors keep (RoI, class) pairs whose class probability exceeds
 ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``; with random weights the probabilities are ~1/6, so both
 run NMS on all candidates: the same, worst-case workload (printed as detections per image).
+EFO pools again only the RoIs above that threshold: with random weights that is every RoI (the
+worst case). ``--baseline-weights A.pth --iou-uniform-weights B.pth`` (trained shapes models)
+time the inference rows with trained weights instead, where fewer RoIs pass the threshold.
 """
 import argparse
 import os
@@ -48,18 +51,26 @@ def random_gt_boxes(num, image_size, device, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline-weights", help="trained checkpoint of the baseline config "
+                        "for the inference rows (default: random weights, the worst case)")
+    parser.add_argument("--iou-uniform-weights", help="trained checkpoint of the IoU-uniform "
+                        "config for the inference rows")
     args = add_benchmark_arguments(parser).parse_args(argv)
+    if bool(args.baseline_weights) != bool(args.iou_uniform_weights):
+        parser.error("give both --baseline-weights and --iou-uniform-weights, or neither")
 
     cfg, baseline = build_benchmark_model(BASELINE, args.opts, args.device)
     iu_cfg, iou_uni = build_benchmark_model(IOU_UNIFORM, args.opts, args.device, baseline)
     batches = shapes_batches(cfg, args.warmup + args.iters, args.batch_size, args.device)
-    # untrained copies for inference, so that every iteration infers with the same weights
+    # separate copies for inference, so that every iteration infers with the same weights
+    no_efo = [*args.opts, "MODEL.IOU_UNIFORM.EFO", "False"]
     infer = {
-        "infer_base": build_benchmark_model(BASELINE, args.opts, args.device)[1],
-        "infer_efo": build_benchmark_model(IOU_UNIFORM, args.opts, args.device, baseline)[1],
-        "infer_no_efo": build_benchmark_model(
-            IOU_UNIFORM, [*args.opts, "MODEL.IOU_UNIFORM.EFO", "False"], args.device,
-            baseline)[1],
+        "infer_base": build_benchmark_model(BASELINE, args.opts, args.device,
+                                            weights=args.baseline_weights)[1],
+        "infer_efo": build_benchmark_model(IOU_UNIFORM, args.opts, args.device, baseline,
+                                           weights=args.iou_uniform_weights)[1],
+        "infer_no_efo": build_benchmark_model(IOU_UNIFORM, no_efo, args.device, baseline,
+                                              weights=args.iou_uniform_weights)[1],
     }
     generator = IoUUniformSampleGenerator(iu_cfg)
     gt_boxes = random_gt_boxes(NUM_GTS, IMAGE_SIZE, args.device)
@@ -85,7 +96,8 @@ def main(argv=None):
     table, results = markdown_table(rows, times)
     header = benchmark_header("IoU-uniform R-CNN vs Faster R-CNN (R-18-FPN, shapes)", args,
                               f"batch {args.batch_size} shapes_train images; sample-generation "
-                              "target for CPU")
+                              "target for CPU; inference with "
+                              + ("trained weights" if args.baseline_weights else "random weights"))
     print_report(header, table, runners)
     return results
 
