@@ -8,7 +8,8 @@ import torch
 
 import rga_prm
 from d2ext.benchmark import (
-    BenchmarkTrainer, Row, build_benchmark_model, markdown_table, shapes_batches, time_interleaved,
+    BenchmarkTrainer, Row, build_benchmark_model, count_macs, markdown_table, shapes_batches,
+    time_interleaved,
 )
 from tests.conftest import REPO, TINY_TRAIN
 
@@ -84,8 +85,27 @@ def test_benchmark_padet(capsys):
         SMALL + ["--image-size", "64", "96", "MODEL.PADET.INPUT_SIZE", "128"])
     out = capsys.readouterr().out
     _check(out, results, ["RetinaNet R50-FPN 64x96 (baseline)", "Faster R-CNN R50-FPN 64x96",
-                          "PADet VGG-16 128x128"])
+                          "PADet VGG-16 128x128", "RetinaNet R101-FPN 64x96 (paper's comparison)"])
     assert "faster than RetinaNet R50-FPN" in out
+    macs_line = out.split("GMACs per image: ")[1].splitlines()[0]
+    macs = dict(re.findall(r"(\w+) ([\d.]+)(?:,|;)", macs_line))
+    assert set(macs) == {"retinanet", "faster_rcnn", "padet", "retinanet_r101"}
+    assert float(macs["retinanet_r101"]) > float(macs["retinanet"]) > 0
+
+
+def test_count_macs_convolutions_linears_and_extra_layers():
+    """3x3 conv 2->4 on 5x5 (padding 1): 4*25 outputs x 2*9 = 1800; linear 100->3: 300;
+    an extra module type counted by its own function."""
+    class Extra(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Flatten(),
+                                torch.nn.Linear(100, 3), Extra())
+    x = torch.zeros(1, 2, 5, 5)
+    assert count_macs(model, x) == 1800 + 300
+    assert count_macs(model, x, {Extra: lambda m, out: 7 * out.numel()}) == 1800 + 300 + 21
+    assert model.training  # the mode is restored
 
 
 def test_benchmark_iou_balanced(tiny_shapes, capsys):

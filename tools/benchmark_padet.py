@@ -18,6 +18,9 @@ same class-score threshold (``--score-thresh``, default 0.05, detectron2's defau
 cap on detections per image (``--detections-per-image``, default 100; PADet's config ships 300).
 The printed detections per image show the post-processing workload each model actually ran
 (with random weights it is small and differs by model: compare the ratios with it in mind).
+The footer gives each model's multiply-accumulates per image (convolutions, FAM deformable
+convolutions and linear layers, counted with forward hooks): on a CPU the time ratio follows
+the MAC ratio closely. RetinaNet R101-FPN, the paper's comparison, is a row without a target.
 """
 import argparse
 import os
@@ -29,11 +32,18 @@ import d2ext  # noqa: E402,F401
 import padet  # noqa: E402,F401  (registration)
 from d2ext.benchmark import (  # noqa: E402
     InferenceRunner, Row, add_benchmark_arguments, benchmark_header, build_benchmark_model,
-    markdown_table, print_report, random_image_batches, time_interleaved,
+    count_macs, markdown_table, print_report, random_image_batches, time_interleaved,
 )
+from padet.fam import FeatureAlignmentModule  # noqa: E402
+
+
+def fam_macs(fam, output):
+    """MACs of a FAM's 3x3 deformable conv (torchvision's functional op, not an nn.Conv2d)."""
+    return 0 if fam.mode == "none" else output.numel() * fam.weight.shape[1] * 9
 
 PADET = "configs/padet/padet_vgg16_384.yaml"
 RETINANET = "configs/Base-RetinaNet.yaml"
+R101 = ["MODEL.RESNETS.DEPTH", "101"]
 FASTER_RCNN = "configs/Base-RCNN-FPN.yaml"
 
 
@@ -56,18 +66,16 @@ def main(argv=None):
     padet_cfg, padet_model = build_benchmark_model(
         PADET, [*opts, "MODEL.PADET.SCORE_THRESH_TEST", thresh], args.device)
     size = padet_cfg.MODEL.PADET.INPUT_SIZE
-    runners = {
-        "retinanet": InferenceRunner(build_benchmark_model(
-            RETINANET, [*opts, "MODEL.RETINANET.SCORE_THRESH_TEST", thresh],
-            args.device)[1], random_image_batches(num, args.batch_size, height, width,
-                                                  args.device)),
-        "faster_rcnn": InferenceRunner(build_benchmark_model(
-            FASTER_RCNN, [*opts, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", thresh],
-            args.device)[1], random_image_batches(num, args.batch_size, height, width,
-                                                  args.device)),
-        "padet": InferenceRunner(
-            padet_model, random_image_batches(num, args.batch_size, size, size, args.device)),
-    }
+    batches = {"padet": random_image_batches(num, args.batch_size, size, size, args.device)}
+    models = {"padet": padet_model}
+    for key, config, extra in (("retinanet", RETINANET, "MODEL.RETINANET.SCORE_THRESH_TEST"),
+                               ("faster_rcnn", FASTER_RCNN, "MODEL.ROI_HEADS.SCORE_THRESH_TEST"),
+                               ("retinanet_r101", RETINANET, "MODEL.RETINANET.SCORE_THRESH_TEST")):
+        depth = R101 if key.endswith("r101") else []
+        models[key] = build_benchmark_model(config, [*opts, *depth, extra, thresh], args.device)[1]
+        batches[key] = random_image_batches(num, args.batch_size, height, width, args.device)
+    runners = {key: InferenceRunner(models[key], batches[key]) for key in
+               ("retinanet", "faster_rcnn", "padet", "retinanet_r101")}
     times = time_interleaved(runners, args.iters, args.warmup, args.device)
 
     b = args.batch_size
@@ -75,19 +83,26 @@ def main(argv=None):
         Row(f"RetinaNet R50-FPN {height}x{width} (baseline)", "retinanet", per=b),
         Row(f"Faster R-CNN R50-FPN {height}x{width}", "faster_rcnn", "retinanet", per=b),
         Row(f"PADet VGG-16 {size}x{size}", "padet", "retinanet", 0.20, per=b),
+        Row(f"RetinaNet R101-FPN {height}x{width} (paper's comparison)", "retinanet_r101",
+            "retinanet", per=b),
     ]
     table, results = markdown_table(rows, times)
-    t = {r["name"]: r["seconds"] for r in results}
-    padet_t = t[rows[2].name]
+    t = {row.key: res["seconds"] for row, res in zip(rows, results)}
+    gmacs = {key: count_macs(models[key], batches[key][0], {FeatureAlignmentModule: fam_macs})
+             / 1e9 / b for key in runners}
     print_report(
         benchmark_header("PADet vs RetinaNet and Faster R-CNN: inference time per image", args,
                          f"batch {b} random images, random weights, score threshold "
                          f"{args.score_thresh}, at most {args.detections_per_image} "
                          "detections per image"),
         table, runners,
-        footer=f"PADet is {t[rows[0].name] / padet_t:.2f}x faster than RetinaNet R50-FPN and "
-        f"{t[rows[1].name] / padet_t:.2f}x faster than Faster R-CNN R50-FPN "
-        "(paper anchor: 7.5x faster than RetinaNet-101-800)")
+        footer=f"PADet is {t['retinanet'] / t['padet']:.2f}x faster than RetinaNet R50-FPN, "
+        f"{t['faster_rcnn'] / t['padet']:.2f}x than Faster R-CNN R50-FPN and "
+        f"{t['retinanet_r101'] / t['padet']:.2f}x than RetinaNet R101-FPN (paper anchor: 7.5x "
+        "faster than RetinaNet-101-800).\nGMACs per image: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in gmacs.items())
+        + f"; RetinaNet R50 / PADet = {gmacs['retinanet'] / gmacs['padet']:.2f}, "
+        f"RetinaNet R101 / PADet = {gmacs['retinanet_r101'] / gmacs['padet']:.2f}.")
     return results
 
 
