@@ -187,53 +187,9 @@ def count_macs(model, inputs, extra=None):
         fn = next((fn for kind, fn in counters.items() if isinstance(m, kind)), None)
         if fn is not None:
             handles.append(m.register_forward_hook(add(fn)))
-    was_training = model.training
-    model.eval()
     try:
-        return model(inputs)
+        inference_step(model, inputs)
     finally:
-        model.train(was_training)
-
-
-def num_detections(outputs):
-    """Mean number of detected instances per image of a detector's inference outputs."""
-    return sum(len(o["instances"]) for o in outputs) / max(len(outputs), 1)
-
-
-class InferenceRunner:
-    """``runner(i)``: inference on ``batches[i]`` (``instances`` dropped); records the mean number
-    of detections per image of every call in ``detections`` (the post-processing workload)."""
-
-    def __init__(self, model, batches):
-        self.model, self.batches, self.detections = model, batches, []
-
-    def __call__(self, index):
-        outputs = inference_step(self.model, without_instances(self.batches[index]))
-        self.detections.append(num_detections(outputs))
-
-
-@torch.no_grad()
-def count_macs(model, inputs, extra=None):
-    """Multiply-accumulates (MACs) of one inference forward on ``inputs``, counted with forward
-    hooks: every ``nn.Conv2d`` (output elements × input channels per group × kernel area) and
-    ``nn.Linear`` (output elements × input features), plus ``extra``: {module type:
-    fn(module, output) -> MACs} for layers that call a functional op (e.g. deformable conv)."""
-    counters = {nn.Conv2d: lambda m, out: out.numel() * (m.in_channels // m.groups)
-                * m.kernel_size[0] * m.kernel_size[1],
-                nn.Linear: lambda m, out: out.numel() * m.in_features, **(extra or {})}
-    total = [0]
-    handles = [
-        m.register_forward_hook(lambda m, _, out, fn=fn: total.__setitem__(0, total[0] + fn(m, out)))
-        for m in model.modules() for kind, fn in counters.items() if type(m) is kind
-        or (isinstance(m, kind) and kind is not nn.Conv2d and kind is not nn.Linear)
-        or (isinstance(m, kind) and not any(isinstance(m, k) for k in counters if k is not kind))
-    ]
-    was_training = model.training
-    model.eval()
-    try:
-        model(inputs)
-    finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return total[0]
