@@ -62,6 +62,14 @@ def _symmetric_uniform(*shape, device):
     return words.view(torch.int16)[:n].view(shape).float().mul_(2.0 ** -15)
 
 
+def _rank_in_sorted_groups(group):
+    """0, 1, 2, ... within each run of equal values of a sorted 1-D tensor."""
+    position = torch.arange(len(group), device=group.device)
+    is_first = torch.ones_like(group, dtype=torch.bool)
+    is_first[1:] = group[1:] != group[:-1]
+    return position - torch.where(is_first, position, 0).cummax(dim=0).values
+
+
 class IoUUniformSampleGenerator:
     """Generate IoU-uniform samples around GT boxes (Eq. 1, §3.1); see the module docstring."""
 
@@ -194,16 +202,14 @@ class IoUUniformSampleGenerator:
         def boxes(flat):  # (n, 4) XYXY; one 1-D gather per coordinate (fast on CPU)
             return torch.stack([c.index_select(0, flat) for c in coords], dim=1)
 
+        flat = valid.view(-1).nonzero().squeeze(1)  # interval-test survivors (about 8%), sorted
+        group = flat // A  # GT index × J + interval index
         if self.argmax_filter and K > 1:
-            idx = valid.view(-1).nonzero().squeeze(1)  # interval-test survivors (about 8%)
-            own_is_best = self._own_gt_is_best(
-                boxes(idx), ious.index_select(0, idx), idx // A, gt
-            )
-            valid.view(-1)[idx] = own_is_best
-        # the candidates are i.i.d., so the first num_per_interval valid ones (in draw order) are
-        # a uniformly random subset of the valid ones of each (GT, interval)
-        picked = valid & (valid.cumsum(dim=2) <= self.num_per_interval)
-        flat = picked.view(-1).nonzero().squeeze(1)
+            keep = self._own_gt_is_best(boxes(flat), ious.index_select(0, flat), group, gt)
+            flat, group = flat[keep], group[keep]
+        # the candidates are i.i.d., so the first num_per_interval valid ones (in draw order) of
+        # each (GT, interval) are a uniformly random subset of its valid ones
+        flat = flat[_rank_in_sorted_groups(group) < self.num_per_interval]
         return IoUUniformSamples(
             boxes=boxes(flat),
             ious=ious.index_select(0, flat),
