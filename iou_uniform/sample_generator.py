@@ -52,14 +52,19 @@ def paired_iou(a, b, dim=-1):
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
 
 
-def _symmetric_uniform(*shape, device):
-    """U[-1, 1) draws with 2^-15 resolution: each 64-bit random integer gives four 16-bit ones,
-    about 4x faster on CPU than ``torch.rand`` (the generator's hot spot)."""
+# scale of the 16-bit integers of ``_random_int16``: value * INT16_UNIT lies in [-1, 1)
+INT16_UNIT = 2.0 ** -15
+
+
+def _random_int16(*shape, device):
+    """Uniform random int16 of ``shape`` (times ``INT16_UNIT``: U[-1, 1) with 2^-15 resolution).
+    Each 64-bit random integer gives four of them, about 4x faster on CPU than ``torch.rand``
+    (the generator's hot spot); the float conversion is left to the op that scales them."""
     n = 1
     for d in shape:
         n *= d
     words = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 3) // 4,), device=device)
-    return words.view(torch.int16)[:n].view(shape).float().mul_(2.0 ** -15)
+    return words.view(torch.int16)[:n].view(shape)
 
 
 def _rank_in_sorted_groups(group):
@@ -136,19 +141,19 @@ class IoUUniformSampleGenerator:
         planes (contiguous per coordinate, which keeps the elementwise work cheap)."""
         K, J, A = gt.shape[0], self.num_intervals, self.num_attempts
         dev, dt = gt.device, gt.dtype
-        z = _symmetric_uniform(4, K, J, A, device=dev)  # ox / s, oy / s, and the two scales
-        s = self.center_offsets.to(dev, dt)[:, None]  # (J, 1)
+        z = _random_int16(4, K, J, A, device=dev)  # ox / s, oy / s, and the two scales
+        s = self.center_offsets.to(dev, dt)[:, None] * INT16_UNIT  # (J, 1)
         lo, hi = self.scale_ranges.to(dev, dt)[:, None].unbind(-1)  # (J, 1) each
-        half_mid, half_span = (lo + hi) / 4, (hi - lo) / 4  # half of sw = half_mid + half_span·z
+        half_mid, half_span = (lo + hi) / 4, (hi - lo) / 4 * INT16_UNIT  # sw / 2 = mid + span·z
         h, w = image_size
-        planes = z.new_empty(4, K, J, A)
+        planes = torch.empty(4, K, J, A, device=dev, dtype=dt)
         for axis, limit in ((0, w), (1, h)):
             size = (gt[:, axis + 2] - gt[:, axis])[:, None, None]  # (K, 1, 1)
             ctr = ((gt[:, axis] + gt[:, axis + 2]) / 2)[:, None, None]
-            offset = z[axis].mul_(s)  # ox ~ U(-s, s)
-            half = z[axis + 2].mul_(half_span).add_(half_mid)  # sw / 2, sw ~ U(lo, hi)
-            torch.addcmul(ctr, size, offset - half, out=planes[axis]).clamp_(0, limit)
-            torch.addcmul(ctr, size, offset.add_(half), out=planes[axis + 2]).clamp_(0, limit)
+            centre = torch.addcmul(ctr, size, z[axis] * s)  # ox ~ U(-s, s)
+            half = torch.addcmul(half_mid, z[axis + 2], half_span).mul_(size)  # w·sw / 2
+            torch.sub(centre, half, out=planes[axis]).clamp_(0, limit)
+            torch.add(centre, half, out=planes[axis + 2]).clamp_(0, limit)
         return planes
 
     def _own_gt_is_best(self, boxes, ious, group, gt):
