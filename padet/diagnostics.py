@@ -7,6 +7,11 @@
 negatives of the detection module for the initial anchors, APM_C (initial anchors, negatives with
 p < theta ignored), APM_R (promoted anchors, every negative) and APM_CR (promoted anchors and the
 theta rule, i.e. PADet), and the IoU histogram of the positives before and after promotion.
+
+``box_regression`` checks that the two regressions learn (§3.3's L_r): per decoded level, the
+correlation of the APM's and the detection module's predicted deltas with their targets over the
+positives, and their smooth-L1 beside that of a zero prediction.
+
 Images are square-warped to ``INPUT_SIZE`` without augmentation.
 """
 import argparse
@@ -19,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from fvcore.nn import smooth_l1_loss  # noqa: E402
 
 from d2ext import load_config  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
@@ -30,9 +36,10 @@ from detectron2.structures.boxes import matched_pairwise_iou  # noqa: E402
 from .anchors import flatten_anchor_maps  # noqa: E402
 from .dataset_mapper import PADetDatasetMapper  # noqa: E402
 
-__all__ = ["anchor_balance"]
+__all__ = ["anchor_balance", "box_regression"]
 
 IOU_BINS = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+DELTAS = ("dx", "dy", "dw", "dh")
 
 
 def _gt_instances(dataset_dict, input_size):
@@ -51,6 +58,20 @@ def _positive_ious(boxes, pos, matched):
     return matched_pairwise_iou(Boxes(boxes[pos]), Boxes(matched[pos])).tolist()
 
 
+def _batches(model, mapper, dataset_dicts, input_size, batch_size):
+    """Per batch: GT Instances, the decoded features, the initial anchors (M, 4), the APM's
+    flattened logits (N, M) and its delta maps."""
+    for start in range(0, len(dataset_dicts), batch_size):
+        dicts = dataset_dicts[start:start + batch_size]
+        gts = [_gt_instances(d, input_size).to(model.device) for d in dicts]
+        images = model.preprocess_image([mapper(d) for d in dicts])
+        features = model.backbone(images.tensor)
+        features = [features[f] for f in model.apm.in_features]
+        logit_maps, delta_maps = model.apm.predict(features)
+        anchors = model.apm.anchors(features, images.tensor.shape[-2:])
+        yield gts, features, anchors, flatten_anchor_maps(logit_maps, 1).squeeze(-1), delta_maps
+
+
 @torch.no_grad()
 def anchor_balance(model, mapper, dataset_dicts, input_size, batch_size=4):
     """Figure 1 / Figure 2 statistics of ``model`` (a PADet) on ``dataset_dicts``, read through
@@ -59,18 +80,10 @@ def anchor_balance(model, mapper, dataset_dicts, input_size, batch_size=4):
     counts = {k: [0, 0] for k in ("initial", "APM_C", "APM_R", "APM_CR")}
     ious = {"initial": [], "promoted": []}
     num_images = 0
-    for start in range(0, len(dataset_dicts), batch_size):
-        dicts = dataset_dicts[start:start + batch_size]
-        inputs = [mapper(d) for d in dicts]
-        gts = [_gt_instances(d, input_size).to(model.device) for d in dicts]
-        images = model.preprocess_image(inputs)
-        features = model.backbone(images.tensor)
-        features = [features[f] for f in model.apm.in_features]
-        logit_maps, delta_maps = model.apm.predict(features)
-        anchors = model.apm.anchors(features, images.tensor.shape[-2:])
-        logits = flatten_anchor_maps(logit_maps, 1).squeeze(-1)
+    for gts, features, anchors, logits, delta_maps in _batches(
+            model, mapper, dataset_dicts, input_size, batch_size):
         promoted = model.apm.promote(anchors, flatten_anchor_maps(delta_maps, 4))
-        initial = anchors.expand(len(dicts), -1, -1)
+        initial = anchors.expand(len(gts), -1, -1)
         for name, boxes in (("initial", initial), ("promoted", promoted)):
             _, pos, negatives, matched = model.label_promoted(boxes, logits, gts)
             _, _, all_negatives, _ = model.label_promoted(boxes, torch.full_like(logits, 1e4), gts)
@@ -79,7 +92,7 @@ def anchor_balance(model, mapper, dataset_dicts, input_size, batch_size=4):
                 counts[kind][0] += int(pos.sum())
                 counts[kind][1] += int(neg.sum())
             ious[name] += _positive_ious(boxes, pos, matched)
-        num_images += len(dicts)
+        num_images += len(gts)
     stats = {k: {"pos_per_image": p / num_images, "neg_per_image": n / num_images,
                  "neg_per_pos": n / max(p, 1)} for k, (p, n) in counts.items()}
     hist = {k: np.histogram(v, bins=IOU_BINS)[0].tolist() for k, v in ious.items()}
@@ -88,7 +101,76 @@ def anchor_balance(model, mapper, dataset_dicts, input_size, batch_size=4):
                                                  for k, v in hist.items()}}
 
 
-def _plot(result, path):
+def _correlation(a, b):
+    """Pearson correlation of two 1-D tensors; None when it is undefined."""
+    if len(a) < 2:
+        return None
+    r = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+    return None if np.isnan(r) else r
+
+
+@torch.no_grad()
+def box_regression(model, mapper, dataset_dicts, input_size, batch_size=4):
+    """Per module ("apm": deltas of the initial anchors; "det": deltas relative to the detection
+    module's reference anchors, promoted or initial) and per decoded level: the positives, the
+    correlation of predicted and target (dx, dy, dw, dh), and the mean smooth-L1 per delta of
+    the prediction and of a zero prediction."""
+    model.eval()
+    found = {"apm": [], "det": []}  # (level, predicted, target) per batch
+    for gts, features, anchors, logits, delta_maps in _batches(
+            model, mapper, dataset_dicts, input_size, batch_size):
+        sizes = [x.shape[-2] * x.shape[-1] * a
+                 for x, a in zip(features, model.apm.anchor_generator.num_anchors)]
+        level = torch.repeat_interleave(
+            torch.arange(len(sizes), device=anchors.device), torch.tensor(sizes, device=anchors.device))
+        apm_deltas = flatten_anchor_maps(delta_maps, 4)
+        labels, matched = model.apm.label_anchors(anchors, gts)
+        pos = labels == 1
+        initial = anchors.expand(len(gts), -1, -1)
+        target = model.apm.box2box_transform.get_deltas(initial[pos], matched[pos])
+        found["apm"].append((level.expand_as(pos)[pos], apm_deltas[pos], target))
+        ref = model.apm.promote(anchors, apm_deltas) if model.apm_reg else initial
+        det_deltas = flatten_anchor_maps(model.head(features, delta_maps)[1], 4)
+        _, pos, _, matched = model.label_promoted(ref, logits, gts)
+        target = model.box2box_transform.get_deltas(ref[pos], matched[pos])
+        found["det"].append((level.expand_as(pos)[pos], det_deltas[pos], target))
+    result = {"deltas": list(DELTAS)}
+    for module, batches in found.items():
+        level, pred, target = (torch.cat(t) for t in zip(*batches))
+        rows = []
+        for k in range(len(model.apm.in_features)):
+            p, t = pred[level == k], target[level == k]
+            loss = smooth_l1_loss(p, t, model.smooth_l1_beta, "none")
+            zero = smooth_l1_loss(torch.zeros_like(t), t, model.smooth_l1_beta, "none")
+            rows.append({
+                "level": model.apm.in_features[k], "num_positives": len(p),
+                "correlation": [_correlation(p[:, j], t[:, j]) for j in range(4)],
+                "smooth_l1": loss.mean(0).tolist() if len(p) else None,
+                "smooth_l1_zero_prediction": zero.mean(0).tolist() if len(p) else None,
+            })
+        result[module] = rows
+    return result
+
+
+def _plot_box_regression(result, path):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, module in zip(axes, ("apm", "det")):
+        rows = result[module]
+        x = np.arange(len(rows))
+        for j, name in enumerate(result["deltas"]):
+            r = [row["correlation"][j] for row in rows]
+            ax.bar(x + 0.2 * (j - 1.5), [np.nan if v is None else v for v in r], 0.2, label=name)
+        ax.set_xticks(x, [f"{row['level']}\n{row['num_positives']} pos" for row in rows])
+        ax.set_title(f"{module}: predicted vs target deltas")
+        ax.axhline(0, color="k", lw=0.5)
+    axes[0].set_ylabel("correlation over the positives")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_anchor_balance(result, path):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     names = list(result["balance"])
     pos = [result["balance"][n]["pos_per_image"] for n in names]
@@ -116,9 +198,15 @@ def _plot(result, path):
     plt.close(fig)
 
 
+DIAGNOSTICS = {
+    "anchor_balance": (anchor_balance, _plot_anchor_balance),
+    "box_regression": (box_regression, _plot_box_regression),
+}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="PADet diagnostics")
-    parser.add_argument("name", choices=["anchor_balance"])
+    parser.add_argument("name", choices=list(DIAGNOSTICS))
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--dataset", help="dataset name (default: the first DATASETS.TRAIN)")
     parser.add_argument("--num-images", type=int, default=100)
@@ -131,12 +219,13 @@ def main(argv=None):
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     dicts = DatasetCatalog.get(args.dataset or cfg.DATASETS.TRAIN[0])[: args.num_images]
     mapper = PADetDatasetMapper(cfg, False)
-    result = anchor_balance(model, mapper, dicts, cfg.MODEL.PADET.INPUT_SIZE)
+    compute, plot = DIAGNOSTICS[args.name]
+    result = compute(model, mapper, dicts, cfg.MODEL.PADET.INPUT_SIZE)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output + ".json", "w") as f:
         json.dump(result, f, indent=2)
-    _plot(result, args.output + ".png")
-    print(json.dumps(result["balance"], indent=2))
+    plot(result, args.output + ".png")
+    print(json.dumps(result, indent=2))
     print(f"wrote {args.output}.png and {args.output}.json")
     return result
 

@@ -1,7 +1,14 @@
-"""padet.diagnostics anchor_balance on a random tiny model and the tiny shapes split."""
+"""padet.diagnostics (anchor_balance, box_regression) on a random model and the tiny shapes split."""
 import json
 
-from padet.diagnostics import main
+import pytest
+import torch
+
+from d2ext import load_config
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+from padet.dataset_mapper import PADetDatasetMapper
+from padet.diagnostics import _correlation, anchor_balance, box_regression, main
 from tests.conftest import config_path
 
 
@@ -21,3 +28,44 @@ def test_anchor_balance_writes_png_and_consistent_json(tiny_shapes, tmp_path):
     hist = result["positive_iou_histogram_per_image"]
     # every initial positive is binned (>= 0.5) except forced best anchors below 0.5
     assert sum(hist["initial"]) <= b["initial"]["pos_per_image"] + 1e-9
+
+
+def _model_and_data(tiny_shapes):
+    cfg = load_config(config_path("shapes", "padet_vgg16_384.yaml"), ["MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    dicts = DatasetCatalog.get(tiny_shapes[0])[:3]
+    return model, PADetDatasetMapper(cfg, False), dicts, cfg.MODEL.PADET.INPUT_SIZE
+
+
+def test_box_regression_counts_the_matched_positives(tiny_shapes, tmp_path):
+    model, mapper, dicts, size = _model_and_data(tiny_shapes)
+    result = box_regression(model, mapper, dicts, size)
+    balance = anchor_balance(model, mapper, dicts, size)["balance"]
+    assert [r["level"] for r in result["apm"]] == ["d1", "d2", "d3", "d4", "d5", "d6"]
+    # the APM regresses the positives of the initial anchors, the detection module those of
+    # the promoted anchors: the same matching as the Figure 1 counts
+    assert sum(r["num_positives"] for r in result["apm"]) == 3 * balance["initial"]["pos_per_image"]
+    assert sum(r["num_positives"] for r in result["det"]) == 3 * balance["APM_R"]["pos_per_image"]
+    for row in result["apm"] + result["det"]:
+        assert all(c is None or -1 <= c <= 1 for c in row["correlation"])
+
+    out = tmp_path / "box_regression"
+    written = main(["box_regression", "--config-file", config_path("shapes", "padet_vgg16_384.yaml"),
+                    "--dataset", tiny_shapes[0], "--num-images", "2", "--output", str(out),
+                    "MODEL.DEVICE", "cpu"])
+    assert (tmp_path / "box_regression.png").stat().st_size > 0
+    assert json.load(open(str(out) + ".json")) == written
+
+
+def test_box_regression_measures_the_predicted_deltas(tiny_shapes):
+    model, mapper, dicts, size = _model_and_data(tiny_shapes)
+    for conv in model.apm.anchor_deltas:  # the APM now predicts zero deltas everywhere
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    for row in box_regression(model, mapper, dicts, size)["apm"]:
+        if row["num_positives"]:
+            assert row["smooth_l1"] == row["smooth_l1_zero_prediction"]
+            assert row["correlation"] == [None] * 4  # a constant prediction has no correlation
+    assert _correlation(torch.arange(5.0), 2 * torch.arange(5.0) + 1) == pytest.approx(1.0)
+    assert _correlation(torch.arange(5.0), -torch.arange(5.0)) == pytest.approx(-1.0)
