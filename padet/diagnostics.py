@@ -121,8 +121,9 @@ def box_regression(model, mapper, dataset_dicts, input_size, batch_size=4):
             model, mapper, dataset_dicts, input_size, batch_size):
         sizes = [x.shape[-2] * x.shape[-1] * a
                  for x, a in zip(features, model.apm.anchor_generator.num_anchors)]
-        level = torch.repeat_interleave(
-            torch.arange(len(sizes), device=anchors.device), torch.tensor(sizes, device=anchors.device))
+        dev = anchors.device
+        level = torch.repeat_interleave(torch.arange(len(sizes), device=dev),
+                                        torch.tensor(sizes, device=dev))
         apm_deltas = flatten_anchor_maps(delta_maps, 4)
         labels, matched = model.apm.label_anchors(anchors, gts)
         pos = labels == 1

@@ -1,4 +1,4 @@
-"""padet.diagnostics (anchor_balance, box_regression) on a random model and the tiny shapes split."""
+"""padet.diagnostics (anchor_balance, box_regression): a random model, the tiny shapes split."""
 import json
 
 import pytest
@@ -45,14 +45,15 @@ def test_box_regression_counts_the_matched_positives(tiny_shapes, tmp_path):
     assert [r["level"] for r in result["apm"]] == ["d1", "d2", "d3", "d4", "d5", "d6"]
     # the APM regresses the positives of the initial anchors, the detection module those of
     # the promoted anchors: the same matching as the Figure 1 counts
-    assert sum(r["num_positives"] for r in result["apm"]) == 3 * balance["initial"]["pos_per_image"]
+    initial_positives = 3 * balance["initial"]["pos_per_image"]
+    assert sum(r["num_positives"] for r in result["apm"]) == initial_positives
     assert sum(r["num_positives"] for r in result["det"]) == 3 * balance["APM_R"]["pos_per_image"]
     for row in result["apm"] + result["det"]:
         assert all(c is None or -1 <= c <= 1 for c in row["correlation"])
 
     out = tmp_path / "box_regression"
-    written = main(["box_regression", "--config-file", config_path("shapes", "padet_vgg16_384.yaml"),
-                    "--dataset", tiny_shapes[0], "--num-images", "2", "--output", str(out),
+    config = config_path("shapes", "padet_vgg16_384.yaml")
+    written = main(["box_regression", "--config-file", config, "--dataset", tiny_shapes[0], "--num-images", "2", "--output", str(out),
                     "MODEL.DEVICE", "cpu"])
     assert (tmp_path / "box_regression.png").stat().st_size > 0
     assert json.load(open(str(out) + ".json")) == written
