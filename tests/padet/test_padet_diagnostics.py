@@ -53,8 +53,8 @@ def test_box_regression_counts_the_matched_positives(tiny_shapes, tmp_path):
 
     out = tmp_path / "box_regression"
     config = config_path("shapes", "padet_vgg16_384.yaml")
-    written = main(["box_regression", "--config-file", config, "--dataset", tiny_shapes[0], "--num-images", "2", "--output", str(out),
-                    "MODEL.DEVICE", "cpu"])
+    written = main(["box_regression", "--config-file", config, "--dataset", tiny_shapes[0],
+                    "--num-images", "2", "--output", str(out), "MODEL.DEVICE", "cpu"])
     assert (tmp_path / "box_regression.png").stat().st_size > 0
     assert json.load(open(str(out) + ".json")) == written
 
