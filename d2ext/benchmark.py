@@ -177,22 +177,20 @@ def count_macs(model, inputs, extra=None):
                 nn.Conv2d: lambda m, out: out.numel() * (m.in_channels // m.groups)
                 * m.kernel_size[0] * m.kernel_size[1],
                 nn.Linear: lambda m, out: out.numel() * m.in_features}
-    total = [0]
+    counts = []
 
-    def add(fn):
-        return lambda module, _, out: total.__setitem__(0, total[0] + fn(module, out))
+    def hook(module, _, output):
+        kind = next(k for k in counters if isinstance(module, k))
+        counts.append(counters[kind](module, output))
 
-    handles = []
-    for m in model.modules():
-        fn = next((fn for kind, fn in counters.items() if isinstance(m, kind)), None)
-        if fn is not None:
-            handles.append(m.register_forward_hook(add(fn)))
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, tuple(counters))]
     try:
         inference_step(model, inputs)
     finally:
         for h in handles:
             h.remove()
-    return total[0]
+    return sum(counts)
 
 
 def _sync(device):

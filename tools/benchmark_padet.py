@@ -41,9 +41,9 @@ def fam_macs(fam, output):
     """MACs of a FAM's 3x3 deformable conv (torchvision's functional op, not an nn.Conv2d)."""
     return 0 if fam.mode == "none" else output.numel() * fam.weight.shape[1] * 9
 
+
 PADET = "configs/padet/padet_vgg16_384.yaml"
 RETINANET = "configs/Base-RetinaNet.yaml"
-R101 = ["MODEL.RESNETS.DEPTH", "101"]
 FASTER_RCNN = "configs/Base-RCNN-FPN.yaml"
 
 
@@ -68,11 +68,12 @@ def main(argv=None):
     size = padet_cfg.MODEL.PADET.INPUT_SIZE
     batches = {"padet": random_image_batches(num, args.batch_size, size, size, args.device)}
     models = {"padet": padet_model}
-    for key, config, extra in (("retinanet", RETINANET, "MODEL.RETINANET.SCORE_THRESH_TEST"),
-                               ("faster_rcnn", FASTER_RCNN, "MODEL.ROI_HEADS.SCORE_THRESH_TEST"),
-                               ("retinanet_r101", RETINANET, "MODEL.RETINANET.SCORE_THRESH_TEST")):
-        depth = R101 if key.endswith("r101") else []
-        models[key] = build_benchmark_model(config, [*opts, *depth, extra, thresh], args.device)[1]
+    retinanet_opts = ["MODEL.RETINANET.SCORE_THRESH_TEST", thresh]
+    for key, config, extra in (
+            ("retinanet", RETINANET, retinanet_opts),
+            ("faster_rcnn", FASTER_RCNN, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", thresh]),
+            ("retinanet_r101", RETINANET, [*retinanet_opts, "MODEL.RESNETS.DEPTH", "101"])):
+        models[key] = build_benchmark_model(config, [*opts, *extra], args.device)[1]
         batches[key] = random_image_batches(num, args.batch_size, height, width, args.device)
     runners = {key: InferenceRunner(models[key], batches[key]) for key in
                ("retinanet", "faster_rcnn", "padet", "retinanet_r101")}
