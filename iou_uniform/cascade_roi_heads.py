@@ -182,7 +182,8 @@ class IoUUniformCascadeROIHeads(IoUUniformHeadMixin, CascadeROIHeads):
 
     # ------------------------------------------------------------------ inference
     def predict(self, features, proposals):
-        """Refine through every stage; EFO with the last tower; p from all classifiers."""
+        """Refine through every stage; p from all classifiers; EFO with the last tower on the
+        detection candidates."""
         boxes = [p.proposal_boxes for p in proposals]
         image_sizes = [p.image_size for p in proposals]
         logits = []
@@ -195,12 +196,14 @@ class IoUUniformCascadeROIHeads(IoUUniformHeadMixin, CascadeROIHeads):
             probs = F.softmax(sum(logits) / len(logits), dim=-1)
         else:
             probs = sum(F.softmax(x, dim=-1) for x in logits) / len(logits)
+        keep, boxes = self.detection_candidates(probs, boxes)
+        ious = ious[keep]
         if self.efo:
             last_tower = functools.partial(self.apply_reg_iou_head, self.reg_iou_head[-1])
-            ious = self.efo_ious(features, boxes, probs, ious, last_tower)
+            ious = self.efo_ious(features, boxes, last_tower)
         num = [len(b) for b in boxes]
         return iou_uniform_inference(
-            [b.tensor for b in boxes], probs.split(num), ious.split(num), image_sizes,
+            [b.tensor for b in boxes], probs[keep].split(num), ious.split(num), image_sizes,
             self.score_mode, self.test_score_thresh, self.test_nms_thresh,
             self.test_topk_per_image,
         )

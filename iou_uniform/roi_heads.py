@@ -178,18 +178,17 @@ class IoUUniformHeadMixin:
         deltas, ious = reg_iou_head(box_features)
         return deltas, (ious.sigmoid() if self.iou_sigmoid else ious)
 
-    def efo_ious(self, features, refined, probs, ious, reg_iou_tower):
+    def detection_candidates(self, probs, boxes):
+        """The RoIs with some foreground p_c above the score threshold: only they can become
+        detections (§3.2 scoring), so the towers after the classifier run on them alone.
+        ``probs`` (R, C+1) of the RoIs ``boxes`` (list[Boxes]) → mask (R,), list[Boxes]."""
+        keep = (probs[:, :-1] > self.test_score_thresh).any(dim=1)
+        return keep, [b[k] for b, k in zip(boxes, keep.split([len(b) for b in boxes]))]
+
+    def efo_ious(self, features, refined, reg_iou_tower):
         """EFO (§3.2): the IoU u2 predicted by ``reg_iou_tower`` (pooled features → deltas, u)
-        from features pooled at the refined boxes. Only RoIs with some foreground p_c above the
-        score threshold can become detections, so only those are pooled again; the others keep
-        u1 (``ious``), which is never used."""
-        num = [len(b) for b in refined]
-        candidate = (probs[:, :-1] > self.test_score_thresh).any(dim=1)
-        if not candidate.any():
-            return ious
-        boxes = [b[c] for b, c in zip(refined, candidate.split(num))]
-        _, u2 = reg_iou_tower(self.box_pooler(features, boxes))
-        return ious.masked_scatter(candidate, u2)
+        from features pooled again at the refined boxes (its deltas are not used)."""
+        return reg_iou_tower(self.box_pooler(features, refined))[1]
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -317,19 +316,21 @@ class IoUUniformROIHeads(IoUUniformHeadMixin, StandardROIHeads):
 
     # ------------------------------------------------------------------ inference
     def predict(self, features, proposals):
-        """§3.2 / Fig. 5: classify and regress at the proposals, EFO (IoU at the refined boxes),
-        score, NMS. Detections carry ``pred_ious`` (the IoU used for scoring)."""
+        """§3.2 / Fig. 5: classify at the proposals; regress the detection candidates, EFO (IoU
+        at the refined boxes), score, NMS. Detections carry ``pred_ious`` (the IoU used for
+        scoring)."""
         boxes = [p.proposal_boxes for p in proposals]
         image_sizes = [p.image_size for p in proposals]
         box_features = self.box_pooler(features, boxes)  # one pooling for both towers
         probs = F.softmax(self.cls_logits(box_features), dim=-1)
-        deltas, ious = self.reg_iou_outputs(box_features)
+        keep, boxes = self.detection_candidates(probs, boxes)
+        deltas, ious = self.reg_iou_outputs(box_features[keep])
         refined = refine_boxes(self.box2box_transform, boxes, deltas, image_sizes)
         if self.efo:
-            ious = self.efo_ious(features, refined, probs, ious, self.reg_iou_outputs)
-        num = [len(b) for b in boxes]
+            ious = self.efo_ious(features, refined, self.reg_iou_outputs)
+        num = [len(b) for b in refined]
         return iou_uniform_inference(
-            [b.tensor for b in refined], probs.split(num), ious.split(num), image_sizes,
+            [b.tensor for b in refined], probs[keep].split(num), ious.split(num), image_sizes,
             self.score_mode, self.test_score_thresh, self.test_nms_thresh,
             self.test_topk_per_image,
         )

@@ -177,9 +177,10 @@ def test_efo_pools_at_refined_boxes_and_scores_are_p_times_u(efo):
         assert torch.equal(det.pred_ious, u[r][idx])
 
 
-def test_efo_pools_again_only_rois_above_the_score_threshold():
+def test_only_rois_above_the_score_threshold_are_regressed_and_pooled_again():
     """Only RoIs with a foreground p_c above the threshold can become detections, so only they
-    are pooled again; the detections equal those of EFO over every RoI."""
+    go through the regression + IoU tower and are pooled again; the detections equal those of
+    regression and EFO over every RoI."""
     heads = build_heads()
     heads.eval()
     feats, props = features(), proposals(targets())
@@ -196,6 +197,8 @@ def test_efo_pools_again_only_rois_above_the_score_threshold():
     candidate = best_fg > heads.test_score_thresh
     assert 0 < candidate.sum() < len(candidate)
     out = eval_forward(heads, feats, props)
+    ((first_pass,), _) = heads.reg_iou_outputs.calls[0]
+    assert torch.equal(first_pass, x[candidate])
     repooled = torch.cat([b.tensor for b in heads.box_pooler.forward.calls[1][0][1]])
     assert torch.equal(repooled, torch.cat([b.tensor for b in refined])[candidate])
     num = [len(b) for b in boxes]
@@ -206,6 +209,17 @@ def test_efo_pools_again_only_rois_above_the_score_threshold():
         assert len(det) > 0
         assert torch.equal(det.pred_boxes.tensor, ref.pred_boxes.tensor)
         torch.testing.assert_close(det.scores, ref.scores)
+
+
+@pytest.mark.parametrize("name", ["IoUUniformROIHeads", "IoUUniformCascadeROIHeads"])
+def test_no_roi_above_the_score_threshold_gives_empty_detections(name):
+    heads = build_heads(name)
+    heads.eval()
+    heads.test_score_thresh = 1.0  # no probability exceeds it
+    with torch.no_grad():
+        out, _ = heads(None, features(), proposals(targets()))
+    assert [len(det) for det in out] == [0, 0]
+    assert all(det.has("pred_ious") and det.pred_boxes.tensor.shape == (0, 4) for det in out)
 
 
 def test_cls_score_mode_scores_are_probabilities():
