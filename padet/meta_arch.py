@@ -175,7 +175,8 @@ class PADet(nn.Module):
         target_deltas = self.box2box_transform.get_deltas(promoted[pos], gt_boxes[pos])
         ib = self.iou_balanced
         if ib:  # regressed IoU: two-step decode against the promoted anchor
-            iou = regressed_iou(self.box2box_transform, reg_deltas[pos], promoted[pos], gt_boxes[pos])
+            iou = regressed_iou(
+                self.box2box_transform, reg_deltas[pos], promoted[pos], gt_boxes[pos])
         if ib and ib["cls_enabled"]:  # positives re-weighted before mining (Eq. 3-4)
             iou_all = torch.zeros(targets.shape, device=iou.device)
             iou_all[pos] = iou
@@ -196,7 +197,8 @@ class PADet(nn.Module):
         storage = get_event_storage()
         storage.put_scalar("padet/det_num_pos_per_image", num_pos / len(targets))
         storage.put_scalar("padet/det_num_neg_per_image", negatives.sum().item() / len(targets))
-        return {"loss_det_cls": ce[keep].sum() / normalizer, "loss_det_box_reg": loss_box / normalizer}
+        return {"loss_det_cls": ce[keep].sum() / normalizer,
+                "loss_det_box_reg": loss_box / normalizer}
 
     @torch.no_grad()
     def inference(self, promoted, apm_logits, cls_logits, reg_deltas, image_sizes):
@@ -220,7 +222,8 @@ class PADet(nn.Module):
             boxes = boxes.tensor[anchor_idx]
             keep, kept_scores = batched_soft_nms(
                 boxes, scores, classes, topk=self.detections_per_image, **self.soft_nms_kwargs)
-            keep, kept_scores = keep[: self.detections_per_image], kept_scores[: self.detections_per_image]
+            top = self.detections_per_image
+            keep, kept_scores = keep[:top], kept_scores[:top]
             result = Instances(image_size)
             result.pred_boxes = Boxes(boxes[keep])
             result.scores = kept_scores

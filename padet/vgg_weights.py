@@ -20,7 +20,8 @@ def convert_torchvision_vgg16(state_dict, prefix=PREFIX):
     """torchvision ``vgg16().state_dict()`` -> PADet VGG-16 encoder parameters under ``prefix``."""
     missing = {"classifier.0.weight", "classifier.3.weight"} - set(state_dict)
     if missing or not any(k.startswith("features.") for k in state_dict):
-        raise KeyError(f"not a torchvision vgg16 state dict: missing {sorted(missing) or 'features.*'}")
+        raise KeyError("not a torchvision vgg16 state dict: missing "
+                       f"{sorted(missing) or 'features.*'}")
     out = {prefix + k: v for k, v in state_dict.items() if k.startswith("features.")}
     fc6_w = state_dict["classifier.0.weight"].view(4096, 512, 7, 7)
     out[prefix + "fc6.weight"] = fc6_w[::4, :, ::3, ::3].contiguous()

@@ -91,7 +91,8 @@ def _accuracies(metrics, module):
         return it, fg, bg, bg_key
     # detectron2's own heads log cls/fg accuracy and sample counts but not background accuracy:
     # bg = (acc * (n_fg + n_bg) - fg_acc * n_fg) / n_bg, from the logged (windowed) values
-    needed = ("fast_rcnn/cls_accuracy", fg_key, "roi_head/num_fg_samples", "roi_head/num_bg_samples")
+    needed = ("fast_rcnn/cls_accuracy", fg_key, "roi_head/num_fg_samples",
+              "roi_head/num_bg_samples")
     rows = [m for m in metrics if all(k in m for k in needed)]
     it = [m["iteration"] for m in rows]
     fg = [m[fg_key] for m in rows]

@@ -62,7 +62,8 @@ class ParallelIoUUniformROIHeads(PRMHeadsMixin, IoUUniformROIHeads):
     def _module_cls_loss(self, k, features, proposals):
         """Tower k's softmax CE over its own sampled RoIs, weighted by w_k; logs its accuracy
         on positive and negative RoIs under ``m<k>/fast_rcnn/``."""
-        logits = self.module_logits(k, self.box_pooler(features, [p.proposal_boxes for p in proposals]))
+        box_features = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+        logits = self.module_logits(k, box_features)
         gt_classes = cat([p.gt_classes for p in proposals]) if proposals else logits.new_zeros(
             (0,), dtype=torch.int64)
         with get_event_storage().name_scope(f"m{k}"):

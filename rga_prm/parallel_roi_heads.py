@@ -46,7 +46,8 @@ class PRMOptions:
                 f"{len(fractions)}, got {test_module}"
             )
         if batch_size_per_image <= 0:
-            raise ValueError(f"MODEL.PRM.BATCH_SIZE_PER_IMAGE must be > 0, got {batch_size_per_image}")
+            raise ValueError(
+                f"MODEL.PRM.BATCH_SIZE_PER_IMAGE must be > 0, got {batch_size_per_image}")
         self.positive_fractions = fractions
         self.batch_size_per_image = int(batch_size_per_image)
         self.loss_weights = [float(w) for w in loss_weights]

@@ -14,7 +14,8 @@ MAPS = {384: [48, 24, 12, 6, 3, 1], 512: [64, 32, 16, 8, 4, 1]}
 
 
 def _generator(size):
-    cfg = load_config(config_path("padet", "padet_vgg16_384.yaml"), ["MODEL.PADET.INPUT_SIZE", str(size)])
+    cfg = load_config(config_path("padet", "padet_vgg16_384.yaml"),
+                      ["MODEL.PADET.INPUT_SIZE", str(size)])
     return build_padet_anchor_generator(cfg)
 
 
@@ -31,7 +32,8 @@ def test_anchor_counts(size, total, per_level):
 
 
 def test_first_d1_anchors_at_384():
-    gen = SSDAnchorGenerator(input_size=384, size_fractions=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
+    gen = SSDAnchorGenerator(input_size=384,
+                             size_fractions=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
                              aspect_ratios=[[2, 3]] * 4 + [[2]] * 2, clip=False)
     anchors = gen([(m, m) for m in MAPS[384]], (384, 384))
     first = anchors[:6]
@@ -43,13 +45,15 @@ def test_first_d1_anchors_at_384():
     assert torch.allclose(wh, torch.tensor(expected), atol=0.01)
     # next location along x, then the next row; D2 starts after 48*48*6 anchors at step 16
     assert torch.allclose((anchors[6, :2] + anchors[6, 2:]) / 2, torch.tensor([12.0, 4.0]))
-    assert torch.allclose((anchors[48 * 6, :2] + anchors[48 * 6, 2:]) / 2, torch.tensor([4.0, 12.0]))
+    assert torch.allclose((anchors[48 * 6, :2] + anchors[48 * 6, 2:]) / 2,
+                          torch.tensor([4.0, 12.0]))
     d2 = anchors[13824]
     assert torch.allclose((d2[:2] + d2[2:]) / 2, torch.tensor([8.0, 8.0]))
     assert torch.allclose(d2[2:] - d2[:2], torch.tensor([57.6, 57.6]))
     # the D6 square anchors: s_6 and sqrt(s_6 * s_7)
     assert torch.allclose(anchors[-4, 2:] - anchors[-4, :2], torch.tensor([334.08, 334.08]))
-    assert torch.allclose(anchors[-3, 2:] - anchors[-3, :2], torch.tensor(math.sqrt(334.08 * 403.2)).expand(2))
+    assert torch.allclose(anchors[-3, 2:] - anchors[-3, :2],
+                          torch.tensor(math.sqrt(334.08 * 403.2)).expand(2))
 
 
 def test_clipped_to_image_and_cached():
@@ -66,7 +70,8 @@ def test_flatten_order_matches_anchor_order():
     maps = torch.arange(a * k * h * w, dtype=torch.float32).view(1, a * k, h, w)
     flat = flatten_anchor_maps([maps], k)
     y, x, anchor = 1, 3, 2
-    assert torch.equal(flat[0, (y * w + x) * a + anchor], maps[0, anchor * k:(anchor + 1) * k, y, x])
+    assert torch.equal(flat[0, (y * w + x) * a + anchor],
+                       maps[0, anchor * k:(anchor + 1) * k, y, x])
 
 
 def test_wrong_fraction_count_is_a_clear_error():

@@ -61,7 +61,8 @@ def _grads(model, batch, hook=None, iteration=0, max_iter=10):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("opts", [MASK, PRM, CASCADE_PRM], ids=["faster+mask", "prm", "cascade_prm"])
+@pytest.mark.parametrize("opts", [MASK, PRM, CASCADE_PRM],
+                         ids=["faster+mask", "prm", "cascade_prm"])
 def test_only_rcnn_parameter_gradients_are_scaled_by_lambda(opts):
     cfg, model = build_model_from_config(SHAPES, *opts)
     batch = _batch(cfg)

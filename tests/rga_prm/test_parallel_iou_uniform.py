@@ -46,7 +46,8 @@ def test_parallel_iou_uniform_losses_ensemble_and_test_module():
     pooled = heads.box_pooler(feats, boxes)
     with torch.no_grad():
         per_module = [heads.module_logits(k, pooled) for k in (0, 1)]
-        torch.testing.assert_close(heads.classify(feats, boxes), (per_module[0] + per_module[1]) / 2)
+        torch.testing.assert_close(heads.classify(feats, boxes),
+                                   (per_module[0] + per_module[1]) / 2)
         heads.prm.test_module = 1
         assert torch.equal(heads.classify(feats, boxes), per_module[1])
     assert len(_infer(heads, features, proposals)) == 2

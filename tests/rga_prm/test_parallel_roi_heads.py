@@ -21,7 +21,8 @@ INPUT_SHAPE = {f"p{i}": ShapeSpec(channels=64, stride=2 ** i) for i in range(2, 
 
 def _labelled(num_pos, num_neg):
     props = Instances((H, W))
-    props.proposal_boxes = Boxes(torch.rand(num_pos + num_neg, 4) * 10 + torch.tensor([0, 0, 20, 20]))
+    props.proposal_boxes = Boxes(
+        torch.rand(num_pos + num_neg, 4) * 10 + torch.tensor([0, 0, 20, 20]))
     props.gt_classes = torch.cat([torch.arange(num_pos) % NUM_CLASSES,
                                   torch.full((num_neg,), NUM_CLASSES)])
     return props

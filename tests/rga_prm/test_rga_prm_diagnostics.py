@@ -17,7 +17,8 @@ def _standard_run(tmp_path, name, fg_acc):
     # detectron2's own heads: no bg accuracy logged -> derived from accuracy and counts
     rows = [{"iteration": i, "fast_rcnn/cls_accuracy": 0.9, "fast_rcnn/fg_cls_accuracy": fg_acc,
              "roi_head/num_fg_samples": 10.0, "roi_head/num_bg_samples": 90.0} for i in (19, 39)]
-    return _write_metrics(tmp_path / name / "metrics.json", rows + [{"iteration": 40, "bbox/AP": 1}])
+    return _write_metrics(tmp_path / name / "metrics.json",
+                          rows + [{"iteration": 40, "bbox/AP": 1}])
 
 
 def test_positives_and_accuracy(tmp_path):
