@@ -147,6 +147,21 @@ def test_seeded_runs_reproduce():
     torch.manual_seed(5)
     b = gen(Boxes(gt), size)
     assert torch.equal(a.boxes, b.boxes) and torch.equal(a.gt_inds, b.gt_inds)
+    c = gen(gt, size)  # the global generator moved on: new draws
+    assert not (len(c) == len(a) and torch.equal(c.boxes, a.boxes))
+
+
+def test_random_int16_is_uniform_in_every_lane():
+    """The four 16-bit lanes of each random word are uniform on [-1, 1) after scaling."""
+    torch.manual_seed(0)
+    z = sg._random_int16(4, 250000, device="cpu")
+    assert z.dtype == torch.int16 and z.shape == (4, 250000)
+    u = z.float() * sg.INT16_UNIT
+    assert u.min() >= -1 and u.max() < 1
+    for lane in z.view(-1, 4).t().float() * sg.INT16_UNIT:  # bytes 0-1, 2-3, 4-5, 6-7 of a word
+        assert abs(lane.mean().item()) < 0.01 and abs(lane.var().item() - 1 / 3) < 0.01
+        hist = torch.histc(lane, bins=16, min=-1, max=1) / len(lane)
+        assert (hist - 1 / 16).abs().max() < 0.005
 
 
 def test_custom_table_and_bad_config():
