@@ -221,22 +221,22 @@ class IoUUniformSampleGenerator:
         ious = paired_iou(planes, gt.t()[:, :, None, None], dim=0)  # (K, J, A), after clipping
         bounds = self.intervals.to(gt.device, gt.dtype)
         valid = (ious > bounds[None, :, 0, None]) & (ious <= bounds[None, :, 1, None])
-        coords, ious = planes.view(4, -1), ious.view(-1)  # flat: one index per candidate
-
-        def boxes(flat):  # (n, 4) XYXY; one 1-D gather per coordinate (fast on CPU)
-            return torch.stack([c.index_select(0, flat) for c in coords], dim=1)
-
         flat = valid.view(-1).nonzero().squeeze(1)  # interval-test survivors (about 8%), sorted
         group = flat // A  # GT index × J + interval index
+        # the survivors' boxes (n, 4): one 1-D gather per coordinate plane (fast on CPU)
+        boxes = torch.stack([c.index_select(0, flat) for c in planes.view(4, -1)], dim=1)
+        ious = ious.view(-1).index_select(0, flat)
+        kept = torch.arange(len(flat), device=gt.device)  # positions among the survivors
         if self.argmax_filter and K > 1:
-            keep = self._own_gt_is_best(boxes(flat), ious.index_select(0, flat), group, gt)
-            flat, group = flat[keep], group[keep]
+            kept = self._own_gt_is_best(boxes, ious, group, gt).nonzero().squeeze(1)
         # the candidates are i.i.d., so the first num_per_interval valid ones (in draw order) of
         # each (GT, interval) are a uniformly random subset of its valid ones
-        flat = flat[_rank_in_sorted_groups(group, K * J) < self.num_per_interval]
+        rank = _rank_in_sorted_groups(group.index_select(0, kept), K * J)
+        kept = kept[rank < self.num_per_interval]
+        flat = flat.index_select(0, kept)
         return IoUUniformSamples(
-            boxes=boxes(flat),
-            ious=ious.index_select(0, flat),
+            boxes=boxes.index_select(0, kept),
+            ious=ious.index_select(0, kept),
             gt_inds=flat // (J * A),
             interval_inds=flat // A % J,
         )
