@@ -64,7 +64,7 @@ def _random_int16(*shape, device):
 
     Random numbers are the generator's hot spot. On CPU the words come from numpy's SFC64,
     seeded from torch's global generator (so ``torch.manual_seed`` reproduces them): about 2x
-    faster than ``torch.randint``'s Mersenne Twister and 8x faster than ``torch.rand`` for the
+    faster than ``torch.randint``'s Mersenne Twister and 6x faster than ``torch.rand`` for the
     same numbers. Elsewhere ``torch.randint`` draws them on the device."""
     n = 1
     for d in shape:
