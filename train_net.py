@@ -11,24 +11,44 @@ import os
 
 import torch
 
-import d2ext  # noqa: F401  (registers the datasets)
-import iou_uniform  # noqa: F401  (registration)
-import padet  # noqa: F401  (registration)
-import projects.iou_balanced  # noqa: F401  (registration)
-import rga_prm  # noqa: F401  (registration)
-from d2ext import build_dataset_evaluator, load_config
+import iou_uniform
+import padet
+import projects.iou_balanced
+import rga_prm
+from d2ext import build_dataset_evaluator, merge_config_file
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from padet.dataset_mapper import PADetDatasetMapper
 
+__all__ = ["add_all_configs", "load_config", "Trainer", "setup", "main", "cli"]
+
 logger = logging.getLogger("detectron2")
 
 # detectron2 main's DefaultTrainer checkpoints its SimpleTrainer (hence the optimizer);
 # 0.6 does not.
 TRAINER_CHECKPOINTS_OPTIMIZER = "state_dict" in DefaultTrainer.__dict__
+
+
+def add_all_configs(cfg):
+    """Add every method's config node (MODEL.IOU_UNIFORM, RGA, PRM, PADET, IOU_BALANCED)."""
+    iou_uniform.add_iou_uniform_config(cfg)
+    rga_prm.add_rga_prm_config(cfg)
+    padet.add_padet_config(cfg)
+    projects.iou_balanced.add_iou_balanced_config(cfg)
+    return cfg
+
+
+def load_config(config_file, opts=()):
+    """``get_cfg()`` + every method node, merged with a YAML file and ``KEY VALUE`` opts.
+
+    Unknown keys raise (yacs' "Non-existent config key"). ``MODEL.DEVICE`` falls back to
+    ``cpu`` when CUDA is not available. The config is returned unfrozen.
+    """
+    return merge_config_file(add_all_configs(get_cfg()), config_file, opts)
 
 
 def check_weights_file(path):

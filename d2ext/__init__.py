@@ -1,9 +1,10 @@
-"""Shared infrastructure of the project: config loading, the datasets (the embedded shapes
-splits, PASCAL VOC COCO-style, CrowdHuman, Cityscapes boxes; registered on import) and their
-evaluation (COCO AP at every IoU threshold, CrowdHuman MR^-2)."""
-from . import datasets as _datasets  # registration
-from . import shapes_dataset as _shapes  # registration
-from .config import add_all_configs, load_config
+"""Shared infrastructure of the project, below every method package (it imports none of them):
+the datasets (the embedded shapes splits, PASCAL VOC COCO-style, CrowdHuman, Cityscapes boxes;
+registered on import), their evaluation (COCO AP at every IoU threshold, CrowdHuman MR^-2),
+config merging, and the helpers of the programs in ``tools/`` (``d2ext.tooling``,
+``d2ext.benchmark``)."""
+from . import datasets as _datasets  # noqa: F401  (registration)
+from .config import merge_config_file
 from .datasets import DatasetFilesNotFoundError
 from .evaluation import (
     COCOEvaluatorWithIoUThresholds,
@@ -15,7 +16,6 @@ __all__ = [
     "COCOEvaluatorWithIoUThresholds",
     "CrowdHumanEvaluator",
     "DatasetFilesNotFoundError",
-    "add_all_configs",
     "build_dataset_evaluator",
-    "load_config",
+    "merge_config_file",
 ]

@@ -19,14 +19,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.engine import SimpleTrainer
-from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
-from .config import load_config
+from .tooling import build_model_with_weights
 
 __all__ = [
     "REPO", "add_benchmark_arguments", "build_benchmark_model", "shapes_batches",
@@ -46,34 +44,24 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser, iters=20, warmup=3,
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         choices=["cpu", "cuda"])
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                        help="KEY VALUE config overrides applied to every model")
+                        help="KEY VALUE config overrides of every model, as in train_net.py")
     return parser
 
 
-def build_benchmark_model(config_file, opts=(), device="cpu", init_from=None, seed=0,
-                          weights=None):
-    """``(cfg, model)`` built from a config (path relative to the repository root) on ``device``.
+def build_benchmark_model(load_config, config_file, opts=(), device="cpu", init_from=None,
+                          seed=0, weights=None):
+    """``(cfg, model)`` of a config (path relative to the repository root) on ``device``.
 
-    The model is initialised with ``torch.manual_seed(seed)``; with ``init_from`` every parameter
-    and buffer it shares with that model is copied, so a method and its baseline start equal;
-    with ``weights`` (a trained checkpoint) the model loads it instead.
+    ``load_config(path, opts)`` builds the config (``train_net.load_config``: every method's
+    node). The model is initialised with ``torch.manual_seed(seed)``; with ``init_from`` every
+    parameter and buffer it shares with that model is copied, so a method and its baseline start
+    equal; with ``weights`` (a trained checkpoint) the model loads it instead.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available")
     path = config_file if os.path.isabs(config_file) else os.path.join(REPO, config_file)
     cfg = load_config(path, [*opts, "MODEL.DEVICE", device])
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    if init_from is not None:
-        own = model.state_dict()
-        shared = {k: v for k, v in init_from.state_dict().items()
-                  if k in own and own[k].shape == v.shape}
-        model.load_state_dict(shared, strict=False)
-    if weights:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"benchmark weights file not found: {weights}")
-        DetectionCheckpointer(model).load(weights)
-    return cfg, model
+    return cfg, build_model_with_weights(cfg, weights=weights, seed=seed, init_from=init_from)
 
 
 def _to(batch, device):

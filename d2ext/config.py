@@ -1,37 +1,23 @@
-"""The project's config: detectron2's defaults plus every method's node."""
+"""Merging a YAML file and ``KEY VALUE`` opts into a config, with the checks every program of
+the project wants. Which method nodes the config holds is the caller's business: the project's
+assembly of every method is ``train_net.add_all_configs`` / ``train_net.load_config``."""
 import logging
 import os
 
 import torch
 
-from detectron2.config import get_cfg
-
-from iou_uniform.config import add_iou_uniform_config
-from padet.config import add_padet_config
-from projects.iou_balanced.config import add_iou_balanced_config
-from rga_prm.config import add_rga_prm_config
-
-__all__ = ["add_all_configs", "load_config"]
+__all__ = ["merge_config_file"]
 
 
-def add_all_configs(cfg):
-    """Add every method's config node (MODEL.IOU_UNIFORM, RGA, PRM, PADET, IOU_BALANCED)."""
-    add_iou_uniform_config(cfg)
-    add_rga_prm_config(cfg)
-    add_padet_config(cfg)
-    add_iou_balanced_config(cfg)
-    return cfg
+def merge_config_file(cfg, config_file, opts=()):
+    """Merge ``config_file`` and ``opts`` into ``cfg`` (mutated and returned, unfrozen).
 
-
-def load_config(config_file, opts=()):
-    """``get_cfg()`` + every method node, merged with a YAML file and ``KEY VALUE`` opts.
-
-    Unknown keys raise (yacs' "Non-existent config key"). ``MODEL.DEVICE`` falls back to
-    ``cpu`` when CUDA is not available. The config is returned unfrozen.
+    A missing file raises FileNotFoundError naming it; unknown keys raise yacs' KeyError
+    ("Non-existent config key"). ``MODEL.DEVICE`` falls back to ``cpu`` when CUDA is not
+    available.
     """
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file not found: {config_file}")
-    cfg = add_all_configs(get_cfg())
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():

@@ -1,11 +1,17 @@
 """Config of PADet (PosNeg-balanced anchors with aligned features): the ``MODEL.PADET`` node."""
 from detectron2.config import CfgNode as CN
 
+from projects.iou_balanced.config import add_iou_balanced_config
+
 __all__ = ["add_padet_config"]
 
 
 def add_padet_config(cfg):
-    """Add the method-owned node ``MODEL.PADET``; each key carries its paper symbol."""
+    """Add the method-owned node ``MODEL.PADET``; each key carries its paper symbol.
+
+    Also adds ``MODEL.IOU_BALANCED``, which PADet reads for ``MODEL.PADET.IOU_BALANCED``.
+    """
+    add_iou_balanced_config(cfg)
     cfg.MODEL.PADET = CN()
     _C = cfg.MODEL.PADET
     # C, number of object classes of the softmax detection classifier (C + 1 with background)

@@ -1,16 +1,11 @@
-"""Convert torchvision's ImageNet VGG-16 into a PADet checkpoint for ``MODEL.WEIGHTS``.
-
-    python -m padet.vgg_weights vgg16-397923af.pth vgg16_reducedfc_padet.pth
+"""torchvision's ImageNet VGG-16 as PADet encoder weights (``tools/convert_vgg16_weights.py``
+writes them as a checkpoint for ``MODEL.WEIGHTS``).
 
 ``features.*`` keep their names (the encoder's convs are torchvision's own layers); fc6 and fc7
 are turned into SSD's "reduced fc" convs by decimation (SSD): fc6 (4096 x 512*7*7) -> every 4th
 output, every 3rd spatial tap -> 1024 x 512 x 3 x 3 (used with dilation 6); fc7 (4096 x 4096) ->
 every 4th output and input -> 1024 x 1024 x 1 x 1. Valid for ``VGG_WIDTH`` 1.0, ``VGG_NORM`` "".
 """
-import argparse
-
-import torch
-
 __all__ = ["convert_torchvision_vgg16"]
 
 PREFIX = "backbone.encoder."
@@ -30,18 +25,3 @@ def convert_torchvision_vgg16(state_dict, prefix=PREFIX):
     out[prefix + "fc7.weight"] = fc7_w[::4, ::4].contiguous()
     out[prefix + "fc7.bias"] = state_dict["classifier.3.bias"][::4].contiguous()
     return out
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("torchvision_file", help="torchvision vgg16 ImageNet .pth (state dict)")
-    parser.add_argument("output", help="PADet checkpoint to write (.pth, for MODEL.WEIGHTS)")
-    args = parser.parse_args(argv)
-    state_dict = torch.load(args.torchvision_file, map_location="cpu")
-    torch.save({"model": convert_torchvision_vgg16(state_dict), "__author__": "torchvision"},
-               args.output)
-    print(f"wrote {args.output}")
-
-
-if __name__ == "__main__":
-    main()

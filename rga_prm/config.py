@@ -1,11 +1,18 @@
 """Config of R-CNN Gradient Annealing (``MODEL.RGA``) and Parallel R-CNN Modules (``MODEL.PRM``)."""
 from detectron2.config import CfgNode as CN
 
+from iou_uniform.config import add_iou_uniform_config
+
 __all__ = ["add_rga_prm_config"]
 
 
 def add_rga_prm_config(cfg):
-    """Add the method-owned nodes ``MODEL.RGA`` and ``MODEL.PRM``; keys carry paper symbols."""
+    """Add the method-owned nodes ``MODEL.RGA`` and ``MODEL.PRM``; keys carry paper symbols.
+
+    Also adds ``MODEL.IOU_UNIFORM``, which ``ParallelIoUUniformROIHeads`` (PRM on IoU-uniform
+    R-CNN) reads.
+    """
+    add_iou_uniform_config(cfg)
     cfg.MODEL.RGA = CN()
     # RGA on/off: Trainer.build_hooks adds GradientAnnealingHook (Eq. 1) when True
     cfg.MODEL.RGA.ENABLED = False

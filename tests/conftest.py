@@ -1,10 +1,11 @@
 """Shared fixtures: a tiny shapes dataset and a helper that runs train_net.py in-process."""
+import importlib.util
 import json
 import os
 
 import pytest
 
-from d2ext.shapes_dataset import register_shapes_split
+from d2ext.datasets.shapes import register_shapes_split
 from detectron2.engine import default_argument_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,6 +19,14 @@ def tiny_shapes(tmp_path_factory):
     register_shapes_split(TINY_TRAIN, 12, seed=10, root=root)
     register_shapes_split(TINY_VAL, 6, seed=11, root=root)
     return TINY_TRAIN, TINY_VAL
+
+
+def load_tool(name):
+    """The program ``tools/<name>.py`` as a module (``tools/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def config_path(*parts):

@@ -3,7 +3,7 @@ training forward + backward on odd-sized random images, an empty-GT image, a hal
 and an eval forward. Every method's tests reuse these through ``tests/test_configs.py``."""
 import torch
 
-from d2ext import load_config
+from train_net import load_config
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage

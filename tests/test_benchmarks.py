@@ -1,6 +1,4 @@
 """tools/benchmark_*.py and their shared timing module d2ext.benchmark, at the smallest sizes."""
-import importlib.util
-import os
 import re
 
 import pytest
@@ -11,19 +9,13 @@ from d2ext.benchmark import (
     BenchmarkTrainer, Row, build_benchmark_model, count_macs, markdown_table, shapes_batches,
     time_interleaved,
 )
-from tests.conftest import REPO, TINY_TRAIN
+from tests.conftest import TINY_TRAIN, load_tool
+from train_net import load_config
 
 # one tiny training batch of shapes_tiny_train at 64-96 px, one timed iteration, no warm-up
 SMALL = ["--iters", "1", "--warmup", "0", "--batch-size", "1", "--device", "cpu"]
 TINY_SHAPES = ["DATASETS.TRAIN", f"('{TINY_TRAIN}',)", "INPUT.MIN_SIZE_TRAIN", "(64,)",
                "INPUT.MAX_SIZE_TRAIN", "96"]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _table_rows(text):
@@ -48,7 +40,7 @@ def _check(out, results, names):
 
 
 def test_benchmark_iou_uniform(tiny_shapes, capsys):
-    results = _script("benchmark_iou_uniform").main(SMALL + TINY_SHAPES)
+    results = load_tool("benchmark_iou_uniform").main(SMALL + TINY_SHAPES)
     _check(capsys.readouterr().out, results, [
         "sample generation (100 GTs, 800x1333)", "train step: Faster R-CNN (baseline)",
         "train step: IoU-uniform", "inference: Faster R-CNN (baseline)",
@@ -58,22 +50,22 @@ def test_benchmark_iou_uniform(tiny_shapes, capsys):
 def test_benchmark_model_loads_trained_weights(tmp_path):
     """``weights`` loads a checkpoint over the seeded initialisation; a missing file is named."""
     cfg_file = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
-    _, model = build_benchmark_model(cfg_file, seed=1)
+    _, model = build_benchmark_model(load_config, cfg_file, seed=1)
     path = str(tmp_path / "trained.pth")
     torch.save({"model": model.state_dict()}, path)
-    _, loaded = build_benchmark_model(cfg_file, seed=0, weights=path)
-    _, fresh = build_benchmark_model(cfg_file, seed=0)
+    _, loaded = build_benchmark_model(load_config, cfg_file, seed=0, weights=path)
+    _, fresh = build_benchmark_model(load_config, cfg_file, seed=0)
     key = "roi_heads.box_head.fc1.weight"
     assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
     assert not torch.equal(fresh.state_dict()[key], model.state_dict()[key])
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        build_benchmark_model(cfg_file, weights=str(tmp_path / "missing.pth"))
+        build_benchmark_model(load_config, cfg_file, weights=str(tmp_path / "missing.pth"))
     with pytest.raises(SystemExit):  # one of the two trained checkpoints only
-        _script("benchmark_iou_uniform").main(SMALL + ["--baseline-weights", path])
+        load_tool("benchmark_iou_uniform").main(SMALL + ["--baseline-weights", path])
 
 
 def test_benchmark_rga_prm(tiny_shapes, capsys):
-    results = _script("benchmark_rga_prm").main(SMALL + TINY_SHAPES)
+    results = load_tool("benchmark_rga_prm").main(SMALL + TINY_SHAPES)
     _check(capsys.readouterr().out, results, [
         "train step: Faster R-CNN (baseline)", "train step: RGA", "train step: PRM + RGA",
         "train step: PRM, no RGA", "inference: Faster R-CNN (baseline)",
@@ -81,7 +73,7 @@ def test_benchmark_rga_prm(tiny_shapes, capsys):
 
 
 def test_benchmark_padet(capsys):
-    results = _script("benchmark_padet").main(
+    results = load_tool("benchmark_padet").main(
         SMALL + ["--image-size", "64", "96", "MODEL.PADET.INPUT_SIZE", "128"])
     out = capsys.readouterr().out
     _check(out, results, ["RetinaNet R50-FPN 64x96 (baseline)", "Faster R-CNN R50-FPN 64x96",
@@ -110,7 +102,8 @@ def test_count_macs_convolutions_linears_and_extra_layers():
 
 def test_benchmark_iou_balanced(tiny_shapes, capsys):
     # batch 2: the shapes RetinaNet's BN head needs > 1 value per channel on a 1x1 P7
-    rows = _script("benchmark_iou_balanced").main(SMALL[:-4] + ["--batch-size", "2"] + TINY_SHAPES)
+    tool = load_tool("benchmark_iou_balanced")
+    rows = tool.main(SMALL[:-4] + ["--batch-size", "2"] + TINY_SHAPES)
     out = capsys.readouterr().out
     assert [r[0] for r in rows] == ["RetinaNet R18-FPN", "Faster R-CNN R18-FPN"]
     assert all(t > 0 for r in rows for t in r[1:])
@@ -120,8 +113,10 @@ def test_benchmark_iou_balanced(tiny_shapes, capsys):
 def test_trainer_runs_rga_hook_and_scales_rcnn_gradients(tiny_shapes):
     """The RGA train step goes through GradientAnnealingHook: R-CNN gradients x lambda_0."""
     opts = TINY_SHAPES + ["SOLVER.CLIP_GRADIENTS.ENABLED", "False"]  # clipping rescales grads
-    cfg, base = build_benchmark_model("configs/shapes/faster_rcnn_R_18_FPN.yaml", opts)
-    _, rga = build_benchmark_model("configs/shapes/rga_R_18_FPN.yaml", opts, init_from=base)
+    cfg, base = build_benchmark_model(load_config, "configs/shapes/faster_rcnn_R_18_FPN.yaml",
+                                      opts)
+    _, rga = build_benchmark_model(load_config, "configs/shapes/rga_R_18_FPN.yaml", opts,
+                                   init_from=base)
     batches = shapes_batches(cfg, 1, 1, "cpu")
     hook = rga_prm.GradientAnnealingHook(lambda0=7.0, anneal=False)
     grads = {}

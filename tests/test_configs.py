@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from d2ext import load_config
+from train_net import load_config
 from detectron2.modeling import build_model
 from tests.conftest import REPO
 from tests.model_checks import assert_trains_and_infers, build_model_from_config

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from d2ext.shapes_dataset import (
+from d2ext.datasets.shapes import (
     SHAPES_CLASSES,
     SHAPES_SPLITS,
     generate_shapes_split,

@@ -11,18 +11,21 @@ table of median times and the balanced / baseline ratios (target <= 1.03 for tra
 is the same code, so ~1.00).
 """
 import argparse
+import functools
 import os
 import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import d2ext  # noqa: E402,F401  (registers the shapes dataset)
-import projects.iou_balanced  # noqa: E402,F401  (registration)
+from train_net import load_config  # noqa: E402  (every method registered)
 from d2ext.benchmark import (  # noqa: E402
     BenchmarkTrainer, InferenceRunner, add_benchmark_arguments, benchmark_header,
     build_benchmark_model, shapes_batches, time_interleaved,
 )
+
+# a model of a config (relative to the repository), seeded, on --device (d2ext.benchmark)
+build = functools.partial(build_benchmark_model, load_config)
 
 PAIRS = [
     ("RetinaNet R18-FPN", "configs/shapes/retinanet_R_18_FPN.yaml",
@@ -39,8 +42,8 @@ def main(argv=None):
 
     steps, batches = {}, None
     for name, base_cfg, bal_cfg in PAIRS:
-        cfg, baseline = build_benchmark_model(base_cfg, args.opts, args.device)
-        _, balanced = build_benchmark_model(bal_cfg, args.opts, args.device, init_from=baseline)
+        cfg, baseline = build(base_cfg, args.opts, args.device)
+        _, balanced = build(bal_cfg, args.opts, args.device, init_from=baseline)
         batches = batches or shapes_batches(cfg, args.warmup + args.iters, args.batch_size,
                                             args.device)
         for kind, model in (("baseline", baseline), ("balanced", balanced)):

@@ -19,6 +19,7 @@ worst case). ``--baseline-weights A.pth --iou-uniform-weights B.pth`` (trained s
 time the inference rows with trained weights instead, where fewer RoIs pass the threshold.
 """
 import argparse
+import functools
 import os
 import sys
 
@@ -26,13 +27,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import d2ext  # noqa: E402,F401  (registers the shapes dataset)
-import iou_uniform  # noqa: E402,F401  (registration)
+from train_net import load_config  # noqa: E402  (every method registered)
 from d2ext.benchmark import (  # noqa: E402
     BenchmarkTrainer, InferenceRunner, Row, add_benchmark_arguments, benchmark_header,
     build_benchmark_model, markdown_table, print_report, shapes_batches, time_interleaved,
 )
 from iou_uniform.sample_generator import IoUUniformSampleGenerator  # noqa: E402
+
+# a model of a config (relative to the repository), seeded, on --device (d2ext.benchmark)
+build = functools.partial(build_benchmark_model, load_config)
 
 BASELINE = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
 IOU_UNIFORM = "configs/shapes/iou_uniform_R_18_FPN.yaml"
@@ -59,18 +62,18 @@ def main(argv=None):
     if bool(args.baseline_weights) != bool(args.iou_uniform_weights):
         parser.error("give both --baseline-weights and --iou-uniform-weights, or neither")
 
-    cfg, baseline = build_benchmark_model(BASELINE, args.opts, args.device)
-    iu_cfg, iou_uni = build_benchmark_model(IOU_UNIFORM, args.opts, args.device, baseline)
+    cfg, baseline = build(BASELINE, args.opts, args.device)
+    iu_cfg, iou_uni = build(IOU_UNIFORM, args.opts, args.device, baseline)
     batches = shapes_batches(cfg, args.warmup + args.iters, args.batch_size, args.device)
     # separate copies for inference, so that every iteration infers with the same weights
     no_efo = [*args.opts, "MODEL.IOU_UNIFORM.EFO", "False"]
     infer = {
-        "infer_base": build_benchmark_model(BASELINE, args.opts, args.device,
-                                            weights=args.baseline_weights)[1],
-        "infer_efo": build_benchmark_model(IOU_UNIFORM, args.opts, args.device, baseline,
-                                           weights=args.iou_uniform_weights)[1],
-        "infer_no_efo": build_benchmark_model(IOU_UNIFORM, no_efo, args.device, baseline,
-                                              weights=args.iou_uniform_weights)[1],
+        "infer_base": build(BASELINE, args.opts, args.device,
+                            weights=args.baseline_weights)[1],
+        "infer_efo": build(IOU_UNIFORM, args.opts, args.device, baseline,
+                           weights=args.iou_uniform_weights)[1],
+        "infer_no_efo": build(IOU_UNIFORM, no_efo, args.device, baseline,
+                              weights=args.iou_uniform_weights)[1],
     }
     generator = IoUUniformSampleGenerator(iu_cfg)
     gt_boxes = random_gt_boxes(NUM_GTS, IMAGE_SIZE, args.device)

@@ -23,18 +23,21 @@ convolutions and linear layers, counted with forward hooks): on a CPU the time r
 the MAC ratio closely. RetinaNet R101-FPN, the paper's comparison, is a row without a target.
 """
 import argparse
+import functools
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import d2ext  # noqa: E402,F401
-import padet  # noqa: E402,F401  (registration)
+from train_net import load_config  # noqa: E402  (every method registered)
 from d2ext.benchmark import (  # noqa: E402
     InferenceRunner, Row, add_benchmark_arguments, benchmark_header, build_benchmark_model,
     count_macs, markdown_table, print_report, random_image_batches, time_interleaved,
 )
 from padet.fam import FeatureAlignmentModule  # noqa: E402
+
+# a model of a config (relative to the repository), seeded, on --device (d2ext.benchmark)
+build = functools.partial(build_benchmark_model, load_config)
 
 
 def fam_macs(fam, output):
@@ -63,7 +66,7 @@ def main(argv=None):
             "MODEL.PADET.DETECTIONS_PER_IMAGE", str(args.detections_per_image)]
     num = args.warmup + args.iters
     height, width = args.image_size
-    padet_cfg, padet_model = build_benchmark_model(
+    padet_cfg, padet_model = build(
         PADET, [*opts, "MODEL.PADET.SCORE_THRESH_TEST", thresh], args.device)
     size = padet_cfg.MODEL.PADET.INPUT_SIZE
     batches = {"padet": random_image_batches(num, args.batch_size, size, size, args.device)}
@@ -73,7 +76,7 @@ def main(argv=None):
             ("retinanet", RETINANET, retinanet_opts),
             ("faster_rcnn", FASTER_RCNN, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", thresh]),
             ("retinanet_r101", RETINANET, [*retinanet_opts, "MODEL.RESNETS.DEPTH", "101"])):
-        models[key] = build_benchmark_model(config, [*opts, *extra], args.device)[1]
+        models[key] = build(config, [*opts, *extra], args.device)[1]
         batches[key] = random_image_batches(num, args.batch_size, height, width, args.device)
     runners = {key: InferenceRunner(models[key], batches[key]) for key in
                ("retinanet", "faster_rcnn", "padet", "retinanet_r101")}

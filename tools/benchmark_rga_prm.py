@@ -14,17 +14,21 @@ interleaved round-robin, medians):
   printed as detections per image).
 """
 import argparse
+import functools
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import d2ext  # noqa: E402,F401  (registers the shapes dataset)
-import rga_prm  # noqa: E402  (registration)
+import rga_prm  # noqa: E402
+from train_net import load_config  # noqa: E402  (every method registered)
 from d2ext.benchmark import (  # noqa: E402
     BenchmarkTrainer, InferenceRunner, Row, add_benchmark_arguments, benchmark_header,
     build_benchmark_model, markdown_table, print_report, shapes_batches, time_interleaved,
 )
+
+# a model of a config (relative to the repository), seeded, on --device (d2ext.benchmark)
+build = functools.partial(build_benchmark_model, load_config)
 
 BASELINE = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
 RGA = "configs/shapes/rga_R_18_FPN.yaml"
@@ -41,23 +45,23 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     args = add_benchmark_arguments(parser).parse_args(argv)
 
-    cfg, baseline = build_benchmark_model(BASELINE, args.opts, args.device)
+    cfg, baseline = build(BASELINE, args.opts, args.device)
     batches = shapes_batches(cfg, args.warmup + args.iters, args.batch_size, args.device)
     train_models = {
         "train_base": (cfg, baseline),
-        "train_rga": build_benchmark_model(RGA, args.opts, args.device, baseline),
-        "train_prm_rga": build_benchmark_model(PRM, args.opts, args.device, baseline),
-        "train_prm": build_benchmark_model(PRM, [*args.opts, "MODEL.RGA.ENABLED", "False"],
-                                           args.device, baseline),
+        "train_rga": build(RGA, args.opts, args.device, baseline),
+        "train_prm_rga": build(PRM, args.opts, args.device, baseline),
+        "train_prm": build(PRM, [*args.opts, "MODEL.RGA.ENABLED", "False"], args.device,
+                           baseline),
     }
     steps = {key: BenchmarkTrainer(c, m, batches, hooks=train_hooks(c)).step
              for key, (c, m) in train_models.items()}
     # untrained copies for inference, so that every iteration infers with the same weights
     runners = {
         "infer_base": InferenceRunner(
-            build_benchmark_model(BASELINE, args.opts, args.device)[1], batches),
+            build(BASELINE, args.opts, args.device)[1], batches),
         "infer_prm": InferenceRunner(
-            build_benchmark_model(PRM, args.opts, args.device, baseline)[1], batches),
+            build(PRM, args.opts, args.device, baseline)[1], batches),
     }
     steps.update(runners)
     times = time_interleaved(steps, args.iters, args.warmup, args.device)

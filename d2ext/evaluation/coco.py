@@ -3,8 +3,6 @@
 The papers report AP60/AP70/AP80/AP90 beside COCO's AP/AP50/AP75; COCOeval already computes
 the precision at every threshold, so these are read from the same evaluation.
 """
-import numpy as np
-
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.logger import create_small_table
 

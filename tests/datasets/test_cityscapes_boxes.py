@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from d2ext import COCOEvaluatorWithIoUThresholds, DatasetFilesNotFoundError, build_dataset_evaluator
-from d2ext.config import add_all_configs
+from train_net import add_all_configs
 from d2ext.datasets.cityscapes import load_cityscapes_boxes, register_cityscapes_boxes
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog

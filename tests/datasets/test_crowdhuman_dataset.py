@@ -6,7 +6,7 @@ import torch
 
 from d2ext import CrowdHumanEvaluator, DatasetFilesNotFoundError, build_dataset_evaluator
 from d2ext.datasets.crowdhuman import load_crowdhuman_odgt, register_crowdhuman
-from d2ext.config import add_all_configs
+from train_net import add_all_configs
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode, Boxes, Instances

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from d2ext import CrowdHumanEvaluator, build_dataset_evaluator
-from d2ext.config import add_all_configs
+from train_net import add_all_configs
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from tests.conftest import REPO

@@ -9,7 +9,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from d2ext import COCOEvaluatorWithIoUThresholds, DatasetFilesNotFoundError, build_dataset_evaluator
-from d2ext.config import add_all_configs
+from train_net import add_all_configs
 from d2ext.datasets.voc import VOC_SPLITS, load_voc_coco_style, register_voc_coco_style
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog

@@ -1,7 +1,7 @@
 """Hand-built inputs for the IoU-uniform ROI heads tests: small FPN features, proposals, GTs."""
 import torch
 
-from d2ext import add_all_configs
+from train_net import add_all_configs
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import build_roi_heads

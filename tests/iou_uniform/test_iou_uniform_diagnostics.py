@@ -1,11 +1,11 @@
-"""Each diagnostic runs as one command on a tiny (untrained) model and writes PNG + JSON."""
+"""tools/diagnose_iou_uniform.py: each diagnostic runs on a tiny (untrained) model and writes
+PNG + JSON."""
 import json
 
 import pytest
 
 from detectron2.checkpoint import DetectionCheckpointer
-from iou_uniform import diagnostics
-from tests.conftest import TINY_TRAIN, TINY_VAL, config_path
+from tests.conftest import TINY_TRAIN, TINY_VAL, config_path, load_tool
 from tests.model_checks import build_model_from_config
 
 CFG = config_path("shapes", "iou_uniform_R_18_FPN.yaml")
@@ -26,8 +26,9 @@ def weights(tmp_path_factory):
 
 
 def run(name, cfg_file, weights_file, out):
-    return diagnostics.main([name, "--config-file", cfg_file, "--num-images", "2",
-                             "--output", str(out), *DATA, "MODEL.WEIGHTS", weights_file])
+    return load_tool("diagnose_iou_uniform").main([
+        name, "--config-file", cfg_file, "--num-images", "2", "--output-dir", str(out), *DATA,
+        "MODEL.WEIGHTS", weights_file])
 
 
 def read(out, name):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import iou_uniform.sample_generator as sg
-from d2ext import add_all_configs
+from train_net import add_all_configs
 from detectron2.config import get_cfg
 from detectron2.structures import Boxes, pairwise_iou
 from iou_uniform import IoUUniformSampleGenerator

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from d2ext import load_config
+from train_net import load_config
 from detectron2.modeling.box_regression import Box2BoxTransform
 from padet.anchors import SSDAnchorGenerator, flatten_anchor_maps
 from padet.apm import build_padet_anchor_generator

@@ -1,16 +1,17 @@
-"""The augmentation diagnostic (padet/augmentation_diagnostics.py) on the tiny shapes split."""
+"""tools/visualize_padet_augmentation.py on the tiny shapes split."""
 import json
 
 import numpy as np
 from detectron2.data import DatasetCatalog
 
-from padet.augmentation_diagnostics import main
+from tests.conftest import config_path, load_tool
 
 
 def test_augmentation_diagnostic_writes_png_and_json(tiny_shapes, tmp_path):
     train, _ = tiny_shapes
-    stats = main([
-        "--dataset", train, "--num-images", "6", "--num-shown", "3", "--output", str(tmp_path),
+    stats = load_tool("visualize_padet_augmentation").main([
+        "--config-file", config_path("padet", "padet_vgg16_384.yaml"), "--dataset", train,
+        "--num-images", "6", "--num-shown", "3", "--output-dir", str(tmp_path),
         "MODEL.PADET.INPUT_SIZE", "128",
     ])
     assert (tmp_path / "augmentation.png").stat().st_size > 1000

@@ -3,11 +3,11 @@ import pytest
 import torch
 import torchvision
 
-from d2ext import load_config
+from train_net import load_config
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from padet.vgg_weights import convert_torchvision_vgg16
-from tests.conftest import config_path
+from tests.conftest import config_path, load_tool
 
 MAPS = {384: [48, 24, 12, 6, 3, 1], 512: [64, 32, 16, 8, 4, 1]}
 CONFIGS = {"vgg16": "padet_vgg16_384.yaml", "R_101": "padet_R_101_384.yaml"}
@@ -49,7 +49,7 @@ def test_vgg_encoder_layout():
     assert enc.out_channels == [512, 1024, 512, 256, 256]
 
 
-def test_torchvision_vgg16_state_dict_loads_into_the_encoder():
+def test_torchvision_vgg16_state_dict_loads_into_the_encoder(tmp_path):
     torch.manual_seed(0)
     tv = torchvision.models.vgg16(weights=None).state_dict()
     converted = convert_torchvision_vgg16(tv)
@@ -69,6 +69,15 @@ def test_torchvision_vgg16_state_dict_loads_into_the_encoder():
     assert torch.equal(enc.fc7.weight[3, 9, 0, 0], tv["classifier.3.weight"][12, 36])
     with pytest.raises(KeyError, match="torchvision vgg16"):
         convert_torchvision_vgg16({"foo": torch.zeros(1)})
+    # the program writes the same parameters as a checkpoint for MODEL.WEIGHTS
+    torch.save(tv, tmp_path / "vgg16.pth")
+    convert = load_tool("convert_vgg16_weights").main
+    convert([str(tmp_path / "vgg16.pth"), str(tmp_path / "padet.pth")])
+    written = torch.load(tmp_path / "padet.pth", weights_only=True)["model"]
+    assert written.keys() == converted.keys()
+    assert all(torch.equal(written[k], converted[k]) for k in converted)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        convert([str(tmp_path / "missing.pth"), str(tmp_path / "out.pth")])
 
 
 def test_narrow_vgg_and_any_input_size():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from d2ext.config import add_all_configs
+from train_net import add_all_configs
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode

@@ -1,22 +1,35 @@
-"""padet.diagnostics (anchor_balance, box_regression): a random model, the tiny shapes split."""
+"""padet.analysis (anchor_balance, box_regression) and tools/diagnose_padet.py: a random model,
+the tiny shapes split."""
 import json
 
 import pytest
 import torch
 
-from d2ext import load_config
+from train_net import load_config
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from padet.dataset_mapper import PADetDatasetMapper
-from padet.diagnostics import _correlation, anchor_balance, box_regression, main
-from tests.conftest import config_path
+from d2ext.analysis import pearson_r as _correlation
+from detectron2.checkpoint import DetectionCheckpointer
+from padet.analysis import anchor_balance, box_regression
+from tests.conftest import config_path, load_tool
+
+main = load_tool("diagnose_padet").main
+
+
+def _checkpoint(tmp_path):
+    """A seeded untrained model of the shapes PADet config, saved (the command needs one)."""
+    model, _, _, _ = _model_and_data(None)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
+    return str(tmp_path / "model.pth")
 
 
 def test_anchor_balance_writes_png_and_consistent_json(tiny_shapes, tmp_path):
     out = tmp_path / "diag" / "anchor_balance"
     result = main(["anchor_balance", "--config-file", config_path("shapes", "padet_vgg16_384.yaml"),
-                   "--dataset", tiny_shapes[0], "--num-images", "3", "--output", str(out),
-                   "MODEL.DEVICE", "cpu"])
+                   "--dataset", tiny_shapes[0], "--num-images", "3",
+                   "--output-dir", str(tmp_path / "diag"),
+                   "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", _checkpoint(tmp_path)])
     assert (tmp_path / "diag" / "anchor_balance.png").stat().st_size > 0
     assert json.load(open(str(out) + ".json")) == result
     b = result["balance"]
@@ -34,7 +47,7 @@ def _model_and_data(tiny_shapes):
     cfg = load_config(config_path("shapes", "padet_vgg16_384.yaml"), ["MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
     model = build_model(cfg)
-    dicts = DatasetCatalog.get(tiny_shapes[0])[:3]
+    dicts = DatasetCatalog.get(tiny_shapes[0])[:3] if tiny_shapes else None
     return model, PADetDatasetMapper(cfg, False), dicts, cfg.MODEL.PADET.INPUT_SIZE
 
 
@@ -54,7 +67,8 @@ def test_box_regression_counts_the_matched_positives(tiny_shapes, tmp_path):
     out = tmp_path / "box_regression"
     config = config_path("shapes", "padet_vgg16_384.yaml")
     written = main(["box_regression", "--config-file", config, "--dataset", tiny_shapes[0],
-                    "--num-images", "2", "--output", str(out), "MODEL.DEVICE", "cpu"])
+                    "--num-images", "2", "--output-dir", str(tmp_path), "MODEL.DEVICE", "cpu",
+                    "MODEL.WEIGHTS", _checkpoint(tmp_path)])
     assert (tmp_path / "box_regression.png").stat().st_size > 0
     assert json.load(open(str(out) + ".json")) == written
 

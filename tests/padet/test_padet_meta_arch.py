@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from d2ext import load_config
+from train_net import load_config
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage

@@ -3,7 +3,7 @@ and evaluation (spec checks 6-8), on ROI heads fed hand-built features."""
 import pytest
 import torch
 
-from d2ext import load_config
+from train_net import load_config
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_roi_heads
 from detectron2.modeling.matcher import Matcher

@@ -1,0 +1,39 @@
+"""Small measurements the methods' analysis modules share."""
+import numpy as np
+import torch
+
+from detectron2.structures import BoxMode, pairwise_iou
+
+__all__ = ["gt_boxes_and_classes", "pearson_r", "best_same_class_iou"]
+
+
+def gt_boxes_and_classes(record):
+    """``(boxes, classes)`` of a dataset dict's non-crowd annotations: a float32 (G, 4) XYXY
+    tensor in the record's image frame and a (G,) long tensor."""
+    annos = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
+    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos]
+    return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            torch.tensor([a["category_id"] for a in annos], dtype=torch.long))
+
+
+def pearson_r(a, b):
+    """Pearson correlation of two 1-D arrays or tensors; None when it is undefined (fewer than
+    two values, or a constant one)."""
+    a, b = (np.asarray(x.cpu() if torch.is_tensor(x) else x, dtype=np.float64) for x in (a, b))
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def best_same_class_iou(pred_boxes, pred_classes, gt_boxes, gt_classes):
+    """(D,) IoU of every detection with its best GT box of the same class (0 if none).
+
+    Args:
+        pred_boxes, gt_boxes (Boxes): D detections and G GT boxes of one image.
+        pred_classes, gt_classes (Tensor): their classes.
+    """
+    if len(gt_boxes) == 0:
+        return torch.zeros(len(pred_boxes), device=pred_boxes.device)
+    iou = pairwise_iou(pred_boxes, gt_boxes)
+    iou[pred_classes[:, None] != gt_classes[None, :].to(pred_classes.device)] = 0
+    return iou.max(dim=1).values
