@@ -1,5 +1,6 @@
-"""``IoUUniformCascadeROIHeads``: the Cascade R-CNN variant of IoU-uniform R-CNN (§4.2; spec
-§2.4, the authors' ``CascadeRCNN_IoU`` without its double-counted stage-3 losses).
+"""``IoUUniformCascadeROIHeads``: the Cascade R-CNN variant of IoU-uniform R-CNN (paper §4.2,
+Tables 1-3), as the authors' code builds it (``CascadeRCNN_IoU`` in
+github.com/zl1994/IoU-Uniform-R-CNN) but without its double-counted stage-3 losses.
 
 Every stage s has a classification tower (``box_head[s]`` + ``box_predictor[s]``), a regression +
 IoU tower (``reg_iou_head[s]``) trained on its own generator G_s, and its own box coder. In

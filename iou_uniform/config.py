@@ -1,14 +1,17 @@
 """Config of IoU-uniform R-CNN (Zhu et al., arXiv 1912.05190): the ``MODEL.IOU_UNIFORM`` node.
 
-Defaults are the decisions of ``shared/specs/iou_uniform.md`` §3 (authors' code where the paper
-is silent). Intervals are lower-open and upper-closed: (lo, hi].
+Defaults follow the paper (§3.1, §4.1, Eq. 2) and, where it is silent or differs, the authors'
+code (github.com/zl1994/IoU-Uniform-R-CNN, mmdetection v1); docs/iou_uniform.md lists every
+key. Intervals are lower-open and upper-closed: (lo, hi], as in the authors' code (the paper
+writes [lo, hi)).
 """
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_iou_uniform_config"]
 
-# Stage-2 / stage-3 generator tables of the authors' cascade (spec §2.4): (lo, hi] intervals with
-# their centre offset s and width/height scale range [lo, hi].
+# Generator tables of the authors' cascade (``CascadeRCNN_IoU`` in their code; the paper gives
+# none): stage 1 (G1) is the Faster R-CNN table; stages 2-3 (G2, G3) drop the low intervals.
+# (lo, hi] intervals with their centre offset s and width/height scale range [lo, hi].
 _G1 = {
     "INTERVALS": ((0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 1.0)),
     "CENTER_OFFSETS": (0.75, 0.5, 0.3, 0.125),

@@ -1,5 +1,5 @@
-"""Test-time scoring of IoU-uniform R-CNN (§3.2, Fig. 5): the class probability p_c is
-thresholded alone, the detection score is p_c × u (or p_c), then per-class NMS."""
+"""Test-time scoring of IoU-uniform R-CNN (paper §3.2, Fig. 5): the class probability p_c
+is thresholded alone, the detection score is p_c × u (or p_c), then per-class NMS."""
 import torch
 
 from detectron2.layers import batched_nms

@@ -1,5 +1,5 @@
-"""The regression + IoU tower of IoU-uniform R-CNN (§3.1, Fig. 4): its own 2-FC trunk, then
-class-agnostic box deltas and one IoU output, trained on IoU-uniform samples only."""
+"""The regression + IoU tower of IoU-uniform R-CNN (paper §3.1, Fig. 4): its own 2-FC trunk,
+then class-agnostic box deltas and one IoU output, trained on IoU-uniform samples only."""
 import torch
 from torch import nn
 

@@ -1,4 +1,4 @@
-"""``IoUUniformROIHeads``: Faster R-CNN second stage of IoU-uniform R-CNN (§3, Fig. 4-5).
+"""``IoUUniformROIHeads``: Faster R-CNN second stage of IoU-uniform R-CNN (paper §3, Fig. 4-5).
 
 Two towers share the (parameter-free) ROI pooler:
 - the classification tower (``box_head`` + ``box_predictor``, a Linear to C+1 logits) trains on

@@ -1,4 +1,5 @@
-"""SSD-style anchors of PADet (§3 "Anchor Design and Matching"; spec §2.2).
+"""SSD-style anchors of PADet (paper §3, "Anchor Design and Matching": SSD's settings; the
+sizes are SSD300's COCO fractions, which the paper does not list).
 
 detectron2's ``DefaultAnchorGenerator`` takes the product sizes x ratios and cannot express SSD's
 extra square anchor of size sqrt(s_k * s_{k+1}), hence this small prior generator.

@@ -1,4 +1,4 @@
-"""Anchor Promotion Module (APM, §3.1; spec §2.4)."""
+"""Anchor Promotion Module (APM, paper §3.1; its loss: §3.3, "Loss Function")."""
 import torch
 import torch.nn.functional as F
 from fvcore.nn import smooth_l1_loss
@@ -91,7 +91,7 @@ class AnchorPromotionModule(nn.Module):
         return boxes.view(n, m, 4)
 
     def label_anchors(self, anchors, gt_instances):
-        """Match (spec §2.3) -> labels (N, M) in {1, 0, -1} and matched GT boxes (N, M, 4)."""
+        """Match (``PADetMatcher``) -> labels (N, M) in {1, 0, -1} and matched GT boxes."""
         labels, matched = [], []
         for inst in gt_instances:
             idx, lab = self.matcher(inst.gt_boxes, Boxes(anchors))

@@ -1,5 +1,5 @@
-"""PADet's detection head (§3.3; spec §2.6): per level CBR3-c -> FAM -> softmax classification
-(C + 1 with background) and box regression relative to the promoted anchors."""
+"""PADet's detection head (paper §3.3, Fig. 3): per level CBR3-c -> FAM -> softmax
+classification (C + 1 with background) and box regression relative to the promoted anchors."""
 from torch import nn
 
 from detectron2.config import configurable

@@ -1,4 +1,4 @@
-"""PADet's encoder-decoder backbone (§3; spec §2.1) with a VGG-16 or ResNet encoder."""
+"""PADet's encoder-decoder backbone (paper §3, Fig. 3) with a VGG-16 or ResNet encoder."""
 import torch.nn.functional as F
 from torch import nn
 
@@ -48,11 +48,14 @@ class PADetResNetEncoder(nn.Module):
 
 
 class PADetEncoderDecoder(Backbone):
-    """Encoder levels E1..E5 -> decoded levels ``d1``..``d6`` (§3, spec §2.1).
+    """Encoder levels E1..E5 -> decoded levels ``d1``..``d6`` (paper §3).
 
     Skip blocks S_i = CBR3-c(E_i). Top-down: T5 = S5(E5), T_i = S_i(E_i) + CBR1-c(bilinear
     upsample of T_{i+1} to E_i's size). D_i = CBR3-c(T_i); D6 = CBR3-c(3x3 stride-2 max-pool of
-    D5), the window clipped to maps smaller than 3 (3 -> 1 at 384, 4 -> 1 at 512).
+    D5), the window clipped to maps smaller than 3 (3 -> 1 at 384, 4 -> 1 at 512). The paper
+    gives the bilinear upsampling, CBR1-256, element-wise addition and the CBR3-256 after each
+    decoded level; it says only that all skips are identical and that D6 "directly
+    down-samples" D5, so the skip block and the max-pool are our choices.
     """
 
     def __init__(self, encoder, *, channels=256, norm="BN", size_divisibility=32):

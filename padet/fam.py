@@ -1,5 +1,5 @@
-"""Feature Alignment Module (FAM, §3.2; spec §2.5): a 3x3 deformable conv whose offsets come from
-the APM's anchor-adjustment output."""
+"""Feature Alignment Module (FAM, paper §3.2, Fig. 5, Table 1): a 3x3 deformable conv whose
+offsets come from the APM's anchor-adjustment output."""
 import torch
 from torch import nn
 from torchvision.ops import deform_conv2d

@@ -1,4 +1,5 @@
-"""Hard-negative mining 3:1 per image (RefineDet/SSD lineage; spec §2.4, §2.6)."""
+"""Hard-negative mining 3:1 per image. The paper does not mention negative sampling; we mine as
+SSD, RFBNet and RefineDet do, the detectors whose training settings PADet follows."""
 import torch
 
 __all__ = ["hard_negative_mask"]

@@ -16,7 +16,8 @@ def cbr(in_channels, out_channels, kernel_size, *, stride=1, norm="BN"):
 
 
 def extra_stage(in_channels, mid_channels, out_channels, *, norm="BN"):
-    """An encoder extra stage (spec §2.1): CBR1-mid -> CBR3-out with stride 2."""
+    """An encoder extra stage: CBR1-mid -> CBR3-out with stride 2, SSD's extra layers in CBR
+    form (the paper's text does not give the extra stages' widths; see docs/padet.md)."""
     return nn.Sequential(
         cbr(in_channels, mid_channels, 1, norm=norm),
         cbr(mid_channels, out_channels, 3, stride=2, norm=norm),
@@ -24,8 +25,8 @@ def extra_stage(in_channels, mid_channels, out_channels, *, norm="BN"):
 
 
 def msra_init(module):
-    """MSRA init of new layers (§3.3 "Training", [35]): He normal (fan_out) conv weights, zero
-    biases; norm layers keep weight 1, bias 0."""
+    """MSRA init of new layers (paper §3.3 "Training", [35]): He normal (fan_out) conv weights,
+    zero biases; norm layers keep weight 1, bias 0."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

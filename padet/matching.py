@@ -1,4 +1,5 @@
-"""Anchor-GT matching of PADet, shared by the APM and the detection module (§3; spec §2.3)."""
+"""Anchor-GT matching of PADet, shared by the APM and the detection module (paper §3, "Anchor
+Design and Matching"; the best anchor of each GT is forced positive as in SSD)."""
 import torch
 
 from detectron2.modeling.matcher import Matcher

@@ -1,5 +1,6 @@
 """Soft-NMS on tensors, batched over classes (Bodla et al., "Soft-NMS -- Improving Object
-Detection With One Line of Code", ICCV 2017; PADet §4 / spec §2.7 step 3).
+Detection With One Line of Code", ICCV 2017), as PADet's inference uses it (PADet paper §3.3,
+"Inference": linear kernel, N_t = 0.3, per class).
 
 torchvision and detectron2 only provide hard NMS. This module implements the greedy soft-NMS
 of Bodla et al. (Algorithm 1) for all classes at once:

@@ -1,4 +1,5 @@
-"""VGG-16 encoder of PADet in SSD's "reduced fc" form (spec §2.1).
+"""VGG-16 encoder of PADet in SSD's "reduced fc" form (SSD, Liu et al., ECCV 2016; the paper
+pre-trains VGG-16 on ImageNet, §3.3 "Training", and follows SSD's settings).
 
 The VGG convs are torchvision's own ``vgg.make_layers(cfgs["D"])``, so ``features.*`` carries the
 parameter names of ``torchvision.models.vgg16``; ``padet.vgg_weights`` converts torchvision's

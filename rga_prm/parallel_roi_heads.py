@@ -213,10 +213,12 @@ class ParallelROIHeads(PRMHeadsMixin, StandardROIHeads):
 
 @ROI_HEADS_REGISTRY.register()
 class ParallelCascadeROIHeads(PRMHeadsMixin, CascadeROIHeads):
-    """Cascade R-CNN with K parallel R-CNN modules at every stage (project's choice, spec
-    §2.2): each stage labels its proposals once with its IoU threshold, every module samples
-    from them; the next stage refines the primary module's sampled RoIs. ``box_head[s][k]``
-    and ``box_predictor[s][k]`` are stage s, module k.
+    """Cascade R-CNN with K parallel R-CNN modules at every stage: each stage labels its
+    proposals once with its IoU threshold, every module samples from them; the next stage
+    refines the primary module's sampled RoIs. ``box_head[s][k]`` and ``box_predictor[s][k]``
+    are stage s, module k. The paper gives only Cascade + PRM numbers (Tables 2-3), no design,
+    and no code was released: this is the project's choice, kept close to detectron2's
+    ``CascadeROIHeads`` flow (see docs/rga_prm.md).
     """
 
     prm_module_name = "box heads and predictors per stage"

@@ -1,6 +1,6 @@
-"""Shared end-to-end model checks (conventions §5): build a shipped config on CPU, then a
-training forward + backward on odd-sized random images, an empty-GT image, a half-empty batch
-and an eval forward. Every method's tests reuse these through ``tests/test_configs.py``."""
+"""Shared end-to-end model checks: build a shipped config on CPU, then a training forward +
+backward on odd-sized random images, an empty-GT image, a half-empty batch and an eval forward.
+Every method's tests reuse these through ``tests/test_configs.py``."""
 import torch
 
 from train_net import load_config

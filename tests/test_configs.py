@@ -36,7 +36,7 @@ LEAF_CONFIGS = [c for c in CONFIGS if not os.path.basename(c).startswith("Base-"
 
 @pytest.mark.parametrize("config", LEAF_CONFIGS)
 def test_config_trains_and_infers_on_odd_sizes(config):
-    """Conventions §5: a training step on odd sizes, empty GT, half-empty batch; eval."""
+    """A training step on odd sizes, empty GT, half-empty batch; eval."""
     cfg, model = build_model_from_config(os.path.join(REPO, config))
     assert_trains_and_infers(cfg, model)
 

@@ -1,5 +1,5 @@
-"""IoUUniformCascadeROIHeads: stage generators, losses counted once, test-time flow (spec §2.4,
-Check 11)."""
+"""IoUUniformCascadeROIHeads: stage generators, losses counted once, test-time flow (paper §4.2;
+the authors' CascadeRCNN_IoU without its double-counted stage-3 losses)."""
 import pytest
 import torch
 
@@ -10,7 +10,8 @@ from tests.iou_uniform.roi_heads_utils import Recorder, build_heads, features, p
 CASCADE = "IoUUniformCascadeROIHeads"
 
 
-def test_stage_generators_and_coders_as_in_spec():
+def test_stage_generators_and_coders_as_in_authors_code():
+    """G1-G3, box coders and IoU thresholds of the authors' CascadeRCNN_IoU."""
     heads = build_heads(CASCADE)
     assert isinstance(heads, IoUUniformCascadeROIHeads) and heads.num_cascade_stages == 3
     g1, g2, g3 = heads.sample_generators
@@ -43,7 +44,7 @@ def test_stage_samples_fall_in_stage_intervals():
 
 @pytest.mark.parametrize("resample", [True, False])
 def test_losses_counted_once_with_stage_weights(resample):
-    """Check 11: one cls, reg and IoU entry per stage; total = Σ lw_s × stage sum."""
+    """One cls, reg and IoU entry per stage; total = Σ lw_s × stage sum."""
     heads = build_heads(CASCADE, CASCADE_RESAMPLE=resample)
     heads.train()
     unweighted = []

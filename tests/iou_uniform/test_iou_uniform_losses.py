@@ -1,4 +1,4 @@
-"""Interval-weighted regression loss (Eq. 2) and IoU loss (spec §2.2, Checks 6-7)."""
+"""Interval-weighted regression loss (paper Eq. 2) and IoU loss (paper §3.1-3.2)."""
 import pytest
 import torch
 from torch.nn import functional as F

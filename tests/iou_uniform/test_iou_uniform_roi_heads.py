@@ -1,5 +1,5 @@
 """IoUUniformROIHeads on hand-built tensors: sample routing, gradient isolation, Eq. 2 weights,
-EFO and score modes (spec §2.2-2.3, Checks 4, 6, 8-10)."""
+EFO and score modes (paper §3.1-3.2, Eq. 2, Fig. 5)."""
 import pytest
 import torch
 
@@ -36,8 +36,8 @@ def test_built_from_config_and_towers_are_submodules():
 
 
 def test_each_tower_trains_on_its_own_samples_and_gradients_are_isolated():
-    """Check 8: the cls tower sees the sampled RPN RoIs only, the reg + IoU tower the generated
-    samples only; neither gets a gradient from the other's loss."""
+    """The cls tower sees the sampled RPN RoIs only, the reg + IoU tower the generated samples
+    only; neither gets a gradient from the other's loss."""
     heads = build_heads()
     gen = heads.sample_generator = Recorder(heads.sample_generator)
     heads.classify, heads.regress = Recorder(heads.classify), Recorder(heads.regress)
@@ -90,7 +90,7 @@ class FixedSamples:
 
 @pytest.mark.parametrize("weights", [(1.0, 1.5, 3.0, 3.0), (1.0, 1.0, 1.0, 1.0)])
 def test_interval_weights_applied_to_regression_loss(weights):
-    """Check 6 in the heads: L_reg = Σ w(t) smoothL1 / 4N with w from the targets t; L_iou."""
+    """Eq. 2 in the heads: L_reg = Σ w(t) smoothL1 / 4N with w from the targets t; L_iou."""
     heads = build_heads(REG_INTERVAL_WEIGHTS=list(weights))
     ious = [0.55, 0.65, 0.75, 0.95]
     heads.sample_generator = FixedSamples(ious)
@@ -113,7 +113,7 @@ def test_interval_weights_applied_to_regression_loss(weights):
 
 @pytest.mark.parametrize("generated", [True, False])
 def test_no_gt_gives_connected_zero_losses(generated):
-    """Check 4: images without GT give no samples, zero reg/IoU losses and a working backward."""
+    """Images without GT give no samples, zero reg/IoU losses and a working backward."""
     heads = build_heads(GENERATED_SAMPLES=generated)
     gts = targets((0, 0))
     _, losses = train_forward(heads, gts)
@@ -143,9 +143,9 @@ def refined_rois(heads, deltas, props):
 
 @pytest.mark.parametrize("efo", [True, False])
 def test_efo_pools_at_refined_boxes_and_scores_are_p_times_u(efo):
-    """Check 9 and 10 in the heads: both towers share one pooling at the proposals; EFO pools
-    again at the clipped decoded boxes (the tower runs twice, its second deltas unused); off:
-    once, scores use u1. Score = p_c × u."""
+    """EFO (paper §3.2) and the score rule (Fig. 5) in the heads: both towers share one pooling
+    at the proposals; EFO pools again at the clipped decoded boxes (the tower runs twice, its
+    second deltas unused); off: once, scores use u1. Score = p_c × u."""
     heads = build_heads(EFO=efo)
     heads.test_score_thresh = 0.0
     feats, props = features(), proposals(targets())
@@ -234,7 +234,7 @@ def test_cls_score_mode_scores_are_probabilities():
 
 
 def test_score_rule_thresholds_p_then_multiplies():
-    """Check 10: p = 0.06, u = 0.6 kept with score 0.036; p = 0.04, u = 1.0 dropped."""
+    """Score rule (Fig. 5): p = 0.06, u = 0.6 kept with score 0.036; p = 0.04, u = 1.0 dropped."""
     boxes = torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]])
     probs = torch.tensor([[0.06, 0.0, 0.94], [0.04, 0.0, 0.96]])
     ious = torch.tensor([0.6, 1.0])

@@ -1,4 +1,5 @@
-"""IoU-uniform sample generator (paper Eq. 1, §3.1; spec §2.1 and Checks 1-5)."""
+"""IoU-uniform sample generator (paper Eq. 1, §3.1; tables, attempts and caps of the authors'
+code, see docs/iou_uniform.md)."""
 import pytest
 import torch
 
@@ -34,7 +35,7 @@ def counts_per_gt_interval(s, num_gts, num_intervals=4):
 
 
 def assert_invariants(s, gt, image_size, argmax=True):
-    """Checks 1-2: membership, own-GT argmax, caps, fields consistent, inside the image."""
+    """Membership, own-GT argmax, caps, fields consistent, inside the image."""
     lo = torch.tensor([i[0] for i in INTERVALS])[s.interval_inds]
     hi = torch.tensor([i[1] for i in INTERVALS])[s.interval_inds]
     assert ((s.ious > lo) & (s.ious <= hi)).all()
@@ -53,7 +54,7 @@ def assert_invariants(s, gt, image_size, argmax=True):
 
 
 def test_isolated_gts_yield_and_shares():
-    """Check 2 over 1,000 isolated GTs: yield and interval shares. Isolated, so the argmax
+    """Over 1,000 isolated GTs: yield and interval shares. Isolated, so the argmax
     filter (tested on crowded GTs below) cannot act and is off to keep the test fast."""
     torch.manual_seed(0)
     gt, size = isolated_gts(25, 40)
@@ -79,7 +80,7 @@ def test_identical_gts_tie_goes_to_lowest_index():
 
 
 def test_crowded_100_gts_batched_without_loop(monkeypatch):
-    """Check 3: 100 random, heavily overlapping GTs; every IoU is one batched call (the same
+    """Crowding: 100 random, heavily overlapping GTs; every IoU is one batched call (the same
     three calls for any number of GTs: candidates vs own GT, GT vs GT, candidates vs rivals)."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(3)
@@ -120,7 +121,7 @@ def test_argmax_filter_equals_brute_force_over_all_gts():
 
 
 def test_no_gt_and_degenerate_gt():
-    """Check 4: K = 0 gives empty outputs of the right shapes; a zero-area GT gives nothing."""
+    """K = 0 gives empty outputs of the right shapes; a zero-area GT gives nothing."""
     gen = default_generator()
     s = gen(torch.zeros(0, 4), (100, 100))
     assert s.boxes.shape == (0, 4) and s.ious.shape == (0,) and len(s) == 0
@@ -131,7 +132,7 @@ def test_no_gt_and_degenerate_gt():
 
 
 def test_border_gt_clipped_targets_after_clipping():
-    """Check 5: samples of a GT at the border lie inside the image; t is computed after clipping."""
+    """Samples of a GT at the border lie inside the image; t is computed after clipping."""
     torch.manual_seed(0)
     gt = torch.tensor([[0.0, 0.0, 40.0, 30.0], [70.0, 60.0, 100.0, 80.0]])
     s = default_generator()(gt, (80, 100))

@@ -1,4 +1,5 @@
-"""SSD anchors of PADet (spec §2.2, checks 2-3) and the box coder (check 4)."""
+"""SSD anchors of PADet (paper §3, "Anchor Design and Matching": counts and shapes) and the box
+coder (SSD's variances 0.1, 0.2)."""
 import math
 
 import pytest

@@ -1,4 +1,5 @@
-"""Matching (spec §2.3, check 5), hard-negative mining (check 7) and the APM (§2.4)."""
+"""Matching (paper §3, "Anchor Design and Matching"), 3:1 hard-negative mining and the APM
+(paper §3.1; its loss: §3.3)."""
 import torch
 import torch.nn.functional as F
 from fvcore.nn import smooth_l1_loss

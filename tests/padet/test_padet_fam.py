@@ -1,4 +1,4 @@
-"""Feature Alignment Module (§3.2, spec §2.5, check 8) for every Table 1 offset option."""
+"""Feature Alignment Module (paper §3.2, Fig. 5) for every Table 1 offset option."""
 import pytest
 import torch
 import torch.nn.functional as F

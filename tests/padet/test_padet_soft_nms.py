@@ -94,9 +94,9 @@ def test_float32_matches_reference():
     np.testing.assert_allclose([ours[i] for _, i in ref], [s for s, _ in ref], rtol=1e-5)
 
 
-def test_spec_example_linear_nt03():
-    """Spec check 9: A (0.9), B (0.8) with IoU(A, B) = 0.5 -> B becomes 0.4; C with IoU 0.2 to A
-    unchanged."""
+def test_worked_example_linear_nt03():
+    """Linear kernel, N_t = 0.3 (PADet paper §3.3, "Inference"): A (0.9), B (0.8) with
+    IoU(A, B) = 0.5 -> B becomes 0.4; C with IoU 0.2 to A unchanged."""
     a = [0.0, 0.0, 30.0, 10.0]
     b = [10.0, 0.0, 40.0, 10.0]  # IoU(A, B) = 20 / 40 = 0.5
     c = [-20.0, 0.0, 10.0, 10.0]  # IoU(A, C) = 10 / 50 = 0.2; IoU(B, C) = 0

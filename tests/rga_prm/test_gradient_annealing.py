@@ -1,5 +1,5 @@
 """RGA (paper Eq. 1): schedule, gradient scaling of exactly the R-CNN parameters, weight decay,
-parameter selection, and the hook's logging (spec checks 1-4)."""
+parameter selection, and the hook's logging."""
 from types import SimpleNamespace
 
 import pytest

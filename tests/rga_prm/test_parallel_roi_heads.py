@@ -1,5 +1,5 @@
 """PRM (paper Sec. 3.2): per-module soft sampling, the test-time ensemble, per-module losses
-and evaluation (spec checks 6-8), on ROI heads fed hand-built features."""
+and evaluation, on ROI heads fed hand-built features."""
 import pytest
 import torch
 
