@@ -15,7 +15,8 @@ __all__ = ["add_all_configs", "load_config"]
 
 
 def add_all_configs(cfg):
-    """Add every method's config node (MODEL.IOU_UNIFORM, RGA, PRM, PADET, IOU_BALANCED)."""
+    """Add every method's config node (MODEL.IOU_UNIFORM, RGA, PRM, PADET, IOU_BALANCED, and
+    PADet's INPUT.PADET)."""
     add_iou_uniform_config(cfg)
     add_rga_prm_config(cfg)
     add_padet_config(cfg)

@@ -1,7 +1,8 @@
 """PADet diagnostics (one command each; a PNG plus the numbers as JSON next to it).
 
-    python -m padet.diagnostics anchor_balance --config-file configs/shapes/padet_vgg16_384.yaml \
-        --num-images 100 --output out/anchor_balance MODEL.WEIGHTS output/.../model_final.pth
+    python -m padet.diagnostics anchor_balance \
+        --config-file configs/shapes/padet_vgg16_384.yaml --num-images 100 \
+        --output out/anchor_balance MODEL.WEIGHTS output/.../model_final.pth
 
 ``anchor_balance`` is the paper's Figures 1 and 2: per image, the positives and the training
 negatives of the detection module for the initial anchors, APM_C (initial anchors, negatives with
@@ -12,7 +13,7 @@ theta rule, i.e. PADet), and the IoU histogram of the positives before and after
 correlation of the APM's and the detection module's predicted deltas with their targets over the
 positives, and their smooth-L1 beside that of a zero prediction.
 
-Images are square-warped to ``INPUT_SIZE`` without augmentation.
+Images are square-warped to ``MODEL.PADET.INPUT_SIZE`` without augmentation.
 """
 import argparse
 import json

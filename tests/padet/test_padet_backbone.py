@@ -1,4 +1,4 @@
-"""Encoder-decoder backbones (spec §2.1, check 1) and VGG-16 weight names (torchvision)."""
+"""Encoder-decoder backbones (paper §3; docs/padet.md) and VGG-16 weight names (torchvision)."""
 import pytest
 import torch
 import torchvision

@@ -11,10 +11,12 @@ from padet.dataset_mapper import PADetDatasetMapper
 from padet.diagnostics import _correlation, anchor_balance, box_regression, main
 from tests.conftest import config_path
 
+CONFIG = config_path("shapes", "padet_vgg16_384.yaml")
+
 
 def test_anchor_balance_writes_png_and_consistent_json(tiny_shapes, tmp_path):
     out = tmp_path / "diag" / "anchor_balance"
-    result = main(["anchor_balance", "--config-file", config_path("shapes", "padet_vgg16_384.yaml"),
+    result = main(["anchor_balance", "--config-file", CONFIG,
                    "--dataset", tiny_shapes[0], "--num-images", "3", "--output", str(out),
                    "MODEL.DEVICE", "cpu"])
     assert (tmp_path / "diag" / "anchor_balance.png").stat().st_size > 0
@@ -31,7 +33,7 @@ def test_anchor_balance_writes_png_and_consistent_json(tiny_shapes, tmp_path):
 
 
 def _model_and_data(tiny_shapes):
-    cfg = load_config(config_path("shapes", "padet_vgg16_384.yaml"), ["MODEL.DEVICE", "cpu"])
+    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
     model = build_model(cfg)
     dicts = DatasetCatalog.get(tiny_shapes[0])[:3]
@@ -52,8 +54,7 @@ def test_box_regression_counts_the_matched_positives(tiny_shapes, tmp_path):
         assert all(c is None or -1 <= c <= 1 for c in row["correlation"])
 
     out = tmp_path / "box_regression"
-    config = config_path("shapes", "padet_vgg16_384.yaml")
-    written = main(["box_regression", "--config-file", config, "--dataset", tiny_shapes[0],
+    written = main(["box_regression", "--config-file", CONFIG, "--dataset", tiny_shapes[0],
                     "--num-images", "2", "--output", str(out), "MODEL.DEVICE", "cpu"])
     assert (tmp_path / "box_regression.png").stat().st_size > 0
     assert json.load(open(str(out) + ".json")) == written
