@@ -1,7 +1,7 @@
 """PADet diagnostics (one command each; a PNG plus the numbers as JSON next to it).
 
     python -m padet.diagnostics anchor_balance \
-        --config-file configs/shapes/padet_vgg16_384.yaml --num-images 100 \
+        --config-file configs/shapes/padet_vgg16_0.25x_256.yaml --num-images 100 \
         --output out/anchor_balance MODEL.WEIGHTS output/.../model_final.pth
 
 ``anchor_balance`` is the paper's Figures 1 and 2: per image, the positives and the training

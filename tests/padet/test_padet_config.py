@@ -13,7 +13,7 @@ from padet.config import INPUT_SIZE_KEYS, check_padet_input_size
 from padet.dataset_mapper import PADetDatasetMapper
 from tests.conftest import REPO, config_path
 
-SHAPES = config_path("shapes", "padet_vgg16_384.yaml")  # MODEL.PADET.INPUT_SIZE 256
+SHAPES = config_path("shapes", "padet_vgg16_0.25x_256.yaml")  # MODEL.PADET.INPUT_SIZE 256
 PADET_CONFIGS = sorted(
     os.path.relpath(p, REPO)
     for p in glob.glob(os.path.join(REPO, "configs", "padet", "*.yaml")) + [SHAPES]

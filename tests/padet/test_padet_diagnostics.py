@@ -11,7 +11,7 @@ from padet.dataset_mapper import PADetDatasetMapper
 from padet.diagnostics import _correlation, anchor_balance, box_regression, main
 from tests.conftest import config_path
 
-CONFIG = config_path("shapes", "padet_vgg16_384.yaml")
+CONFIG = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
 
 
 def test_anchor_balance_writes_png_and_consistent_json(tiny_shapes, tmp_path):
