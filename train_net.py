@@ -34,7 +34,8 @@ TRAINER_CHECKPOINTS_OPTIMIZER = "state_dict" in DefaultTrainer.__dict__
 
 
 def add_all_configs(cfg):
-    """Add every method's config node (MODEL.IOU_UNIFORM, RGA, PRM, PADET, IOU_BALANCED)."""
+    """Add every method's config node (MODEL.IOU_UNIFORM, RGA, PRM, PADET, IOU_BALANCED, and
+    PADet's INPUT.PADET)."""
     iou_uniform.add_iou_uniform_config(cfg)
     rga_prm.add_rga_prm_config(cfg)
     padet.add_padet_config(cfg)

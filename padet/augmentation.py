@@ -1,7 +1,7 @@
-"""SSD-style training augmentation for PADet, as detectron2 ``Augmentation``s (spec §2.8).
+"""SSD-style training augmentation for PADet, as detectron2 ``Augmentation``s (docs/padet_data.md).
 
-PADet trains with "the SSD strategy" (paper §4; Liu et al., SSD, ECCV 2016, §2.2 "Data
-augmentation"). The order of the default ``AUG_STYLE`` "ssd" is
+PADet trains with "the SSD strategy" (paper §3.3 "Training"; Liu et al., SSD, ECCV 2016, §2.2
+"Data augmentation"). The order of the default ``INPUT.PADET.AUG_STYLE`` "ssd" is
 
     photometric distortion -> expand (zoom out) -> min-IoU random crop -> horizontal flip -> resize
 
@@ -96,7 +96,7 @@ class PADetPhotometricTransform(Transform):
 
 
 class PADetPhotometricDistortion(T.Augmentation):
-    """SSD photometric distortion (spec §2.8 step 1): each step with probability ``prob``:
+    """SSD photometric distortion (docs/padet_data.md, step 1): each step with probability ``prob``:
     brightness + U(-32, 32); contrast x U(0.5, 1.5), before or after the HSV steps (p 0.5);
     saturation x U(0.5, 1.5); hue + U(-18, 18) degrees."""
 
@@ -141,8 +141,9 @@ class PADetExpandTransform(PadTransform):
 
 
 class PADetExpand(T.Augmentation):
-    """SSD expand (spec §2.8 step 2): with probability ``prob``, put the image at a uniformly
-    random position on a canvas U(1, ``max_ratio``) times its size, filled with ``fill``."""
+    """SSD expand (docs/padet_data.md, step 2): with probability ``prob``, put the image at a
+    uniformly random position on a canvas U(1, ``max_ratio``) times its size, filled with
+    ``fill``."""
 
     def __init__(self, max_ratio: float = 4.0, fill=(104.0, 117.0, 123.0), prob: float = 0.5):
         super().__init__()
@@ -165,7 +166,7 @@ class PADetExpand(T.Augmentation):
 
 
 class PADetMinIoURandomCrop(T.Augmentation):
-    """SSD's min-IoU crop sampler (spec §2.8 step 3).
+    """SSD's min-IoU crop sampler (docs/padet_data.md, step 3).
 
     Pick uniformly one choice among "keep the whole image" and each ``min_ious`` entry (0 = any
     crop). Then try up to ``max_trials`` crops with width and height U(``min_scale``, 1) times
@@ -219,15 +220,16 @@ class PADetMinIoURandomCrop(T.Augmentation):
 
 
 def build_padet_augmentation(cfg, is_train: bool):
-    """The PADet augmentation list from ``MODEL.PADET`` (spec §2.8): the SSD pipeline in
-    training, the square resize to ``INPUT_SIZE`` alone in inference."""
-    node = cfg.MODEL.PADET
-    resize = T.Resize((node.INPUT_SIZE, node.INPUT_SIZE))
+    """The PADet augmentation list from ``INPUT.PADET`` (docs/padet_data.md): the SSD pipeline
+    in training, the square resize to ``MODEL.PADET.INPUT_SIZE`` alone in inference."""
+    size = cfg.MODEL.PADET.INPUT_SIZE
+    resize = T.Resize((size, size))
     if not is_train:
         return [resize]
+    node = cfg.INPUT.PADET
     if node.AUG_STYLE not in PADET_AUG_STYLES:
         raise ValueError(
-            f"MODEL.PADET.AUG_STYLE must be one of {PADET_AUG_STYLES}, got {node.AUG_STYLE!r}"
+            f"INPUT.PADET.AUG_STYLE must be one of {PADET_AUG_STYLES}, got {node.AUG_STYLE!r}"
         )
     distort = []
     if node.PHOTOMETRIC:

@@ -1,13 +1,20 @@
-"""Config of PADet (PosNeg-balanced anchors with aligned features): the ``MODEL.PADET`` node."""
+"""Config of PADet (PosNeg-balanced anchors with aligned features): the ``MODEL.PADET`` node,
+the ``INPUT.PADET`` node of its training augmentation, and the input-size check."""
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 from projects.iou_balanced.config import add_iou_balanced_config
 
-__all__ = ["add_padet_config"]
+__all__ = ["add_padet_config", "check_padet_input_size"]
+
+# detectron2's resize keys, which PADet does not read: it warps every image to a square of side
+# MODEL.PADET.INPUT_SIZE
+INPUT_SIZE_KEYS = ("MIN_SIZE_TRAIN", "MAX_SIZE_TRAIN", "MIN_SIZE_TEST", "MAX_SIZE_TEST")
 
 
 def add_padet_config(cfg):
-    """Add the method-owned node ``MODEL.PADET``; each key carries its paper symbol.
+    """Add the method-owned nodes ``MODEL.PADET`` and ``INPUT.PADET``; each key carries its paper
+    symbol or section.
 
     Also adds ``MODEL.IOU_BALANCED``, which PADet reads for ``MODEL.PADET.IOU_BALANCED``.
     """
@@ -69,17 +76,46 @@ def add_padet_config(cfg):
     _C.SOFT_NMS_MIN_SCORE = 0.001
     # inference: top-k boxes per class entering soft-NMS (0 = all; a speed option)
     _C.PRE_NMS_TOPK_PER_CLASS = 0
-    # inference: detections kept per image (§3.3: top 300)
-    _C.DETECTIONS_PER_IMAGE = 300
+    # detections kept per image: detectron2's TEST.DETECTIONS_PER_IMAGE (§3.3: top 300, set in
+    # configs/padet/Base-PADet.yaml)
 
-    # --- Data: input size and SSD augmentation (spec §2.8; padet/augmentation.py) ---
+    # --- Training augmentation: "the SSD strategy" (§3.3 "Training"; padet/augmentation.py,
+    # docs/padet_data.md). A method-owned sub-node of detectron2's INPUT node: the project adds
+    # no keys to detectron2's own nodes, where they could collide with upstream keys of the same
+    # names, but a sub-node named after the method cannot collide with upstream detectron2 keys.
+    cfg.INPUT.PADET = CN()
+    _A = cfg.INPUT.PADET
     # "ssd": distort, expand, crop, flip; "rfbnet": crop, distort, expand (p 0.6), flip
-    cfg.MODEL.PADET.AUG_STYLE = "ssd"
+    _A.AUG_STYLE = "ssd"
     # SSD photometric distortion (brightness, contrast, saturation, hue)
-    cfg.MODEL.PADET.PHOTOMETRIC = True
+    _A.PHOTOMETRIC = True
     # SSD expand: canvas U(1, this) x image size, mean-filled
-    cfg.MODEL.PADET.EXPAND_MAX_RATIO = 4.0
+    _A.EXPAND_MAX_RATIO = 4.0
     # SSD crop min-IoU choices (0: any crop), plus "no crop"
-    cfg.MODEL.PADET.CROP_MIN_IOUS = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
-    # drop training boxes whose shorter side < this x INPUT_SIZE
-    cfg.MODEL.PADET.MIN_BOX_SIZE = 0.01
+    _A.CROP_MIN_IOUS = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
+    # drop training boxes whose shorter side < this x MODEL.PADET.INPUT_SIZE
+    _A.MIN_BOX_SIZE = 0.01
+
+
+def check_padet_input_size(cfg):
+    """Refuse a config whose detectron2 resize keys contradict ``MODEL.PADET.INPUT_SIZE``.
+
+    ``MODEL.PADET.INPUT_SIZE`` is the one input size of PADet; ``INPUT.MIN_SIZE_TRAIN``,
+    ``MAX_SIZE_TRAIN``, ``MIN_SIZE_TEST`` and ``MAX_SIZE_TEST`` are not read. Each may keep
+    detectron2's default or equal the square side; any other value raises ``ValueError``.
+    """
+    size = cfg.MODEL.PADET.INPUT_SIZE
+    defaults = get_cfg().INPUT
+    for key in INPUT_SIZE_KEYS:
+        value, default = cfg.INPUT[key], defaults[key]
+        if _sizes(value) != _sizes(default) and any(s != size for s in _sizes(value)):
+            raise ValueError(
+                f"INPUT.{key} = {value} contradicts MODEL.PADET.INPUT_SIZE = {size}: PADet warps "
+                f"every image to that square and does not read INPUT.{key}; set the size with "
+                f"MODEL.PADET.INPUT_SIZE and leave INPUT.{key} at detectron2's default "
+                f"({default})")
+
+
+def _sizes(value):
+    """A size key's value as a tuple (MIN_SIZE_TRAIN is a tuple, the others are ints)."""
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)

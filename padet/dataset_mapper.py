@@ -1,4 +1,5 @@
-"""Dataset mapper for PADet: SSD-style box-aware augmentation and the square resize (spec §2.8).
+"""Dataset mapper for PADet: SSD-style box-aware augmentation and the square resize
+(docs/padet_data.md).
 
 detectron2's ``DatasetMapper`` gives its augmentations only the image, so SSD's min-IoU crop,
 which samples crops relative to the ground-truth boxes, needs this mapper. It returns the same
@@ -17,6 +18,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from .augmentation import box_centers_inside, build_padet_augmentation
+from .config import check_padet_input_size
 
 __all__ = ["PADetDatasetMapper"]
 
@@ -53,11 +55,12 @@ class PADetDatasetMapper(DatasetMapper):
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
+        check_padet_input_size(cfg)
         ret = super().from_config(cfg, is_train)
         ret.update(
             augmentations=build_padet_augmentation(cfg, is_train),
             input_size=cfg.MODEL.PADET.INPUT_SIZE,
-            min_box_size=cfg.MODEL.PADET.MIN_BOX_SIZE,
+            min_box_size=cfg.INPUT.PADET.MIN_BOX_SIZE,
             use_instance_mask=False,
             use_keypoint=False,
             recompute_boxes=False,

@@ -1,4 +1,4 @@
-"""The PADet single-shot detector (§3; spec §2): encoder-decoder backbone, APM, FAM head."""
+"""The PADet single-shot detector (paper §3): encoder-decoder backbone, APM, FAM head."""
 import torch
 import torch.nn.functional as F
 from fvcore.nn import smooth_l1_loss
@@ -20,6 +20,7 @@ from projects.iou_balanced import (
 )
 
 from .anchors import flatten_anchor_maps
+from .config import check_padet_input_size
 from .detection_head import PADetDetectionHead
 from .hard_negative_mining import hard_negative_mask
 from .matching import PADetMatcher
@@ -72,6 +73,7 @@ class PADet(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        check_padet_input_size(cfg)
         p = cfg.MODEL.PADET
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
@@ -93,7 +95,7 @@ class PADet(nn.Module):
             "soft_nms_sigma": p.SOFT_NMS_SIGMA,
             "soft_nms_min_score": p.SOFT_NMS_MIN_SCORE,
             "pre_nms_topk_per_class": p.PRE_NMS_TOPK_PER_CLASS,
-            "detections_per_image": p.DETECTIONS_PER_IMAGE,
+            "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "iou_balanced": iou_balanced_options(cfg) if p.IOU_BALANCED else None,
             "apm_cls": p.APM_CLS,
             "apm_reg": p.APM_REG,
@@ -144,7 +146,8 @@ class PADet(nn.Module):
         return processed
 
     def label_promoted(self, promoted, apm_logits, gt_instances):
-        """Match GT to the promoted anchors (spec §2.3) and apply the theta rule (§3.1).
+        """Match GT to the promoted anchors (§3 "Anchor Design and Matching") and apply the
+        theta rule (§3.1).
 
         Returns class targets (N, M) (C = background), positives, the negatives that may train
         (negative and p >= theta) and matched GT boxes (N, M, 4). Positives are never dropped.
@@ -203,7 +206,7 @@ class PADet(nn.Module):
     @torch.no_grad()
     def inference(self, promoted, apm_logits, cls_logits, reg_deltas, image_sizes):
         """Per image: drop anchors with p < theta, decode against the promoted anchors, clip,
-        keep class scores > SCORE_THRESH_TEST, per-class soft-NMS, top DETECTIONS_PER_IMAGE."""
+        keep class scores > SCORE_THRESH_TEST, per-class soft-NMS, top TEST.DETECTIONS_PER_IMAGE."""
         probs = cls_logits.softmax(dim=-1)[..., : self.num_classes]
         keep_anchor = apm_logits.sigmoid() >= self.theta
         if not self.apm_cls:

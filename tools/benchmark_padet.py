@@ -62,8 +62,7 @@ def main(argv=None):
     args = add_benchmark_arguments(parser, iters=10, warmup=2, batch_size=1).parse_args(argv)
 
     thresh = str(args.score_thresh)
-    opts = [*args.opts, "TEST.DETECTIONS_PER_IMAGE", str(args.detections_per_image),
-            "MODEL.PADET.DETECTIONS_PER_IMAGE", str(args.detections_per_image)]
+    opts = [*args.opts, "TEST.DETECTIONS_PER_IMAGE", str(args.detections_per_image)]
     num = args.warmup + args.iters
     height, width = args.image_size
     padet_cfg, padet_model = build(

@@ -155,10 +155,11 @@ def test_crop_mode_choice_and_no_boxes():
 
 
 def _cfg(**padet):
+    """Each key set in the node that holds it: INPUT.PADET (augmentation) or MODEL.PADET."""
     cfg = get_cfg()
     add_all_configs(cfg)
     for key, value in padet.items():
-        setattr(cfg.MODEL.PADET, key, value)
+        setattr(cfg.INPUT.PADET if key in cfg.INPUT.PADET else cfg.MODEL.PADET, key, value)
     return cfg
 
 

@@ -23,11 +23,12 @@ H, W = 120, 160
 
 
 def _cfg(**padet):
+    """Each key set in the node that holds it: INPUT.PADET (augmentation) or MODEL.PADET."""
     cfg = get_cfg()
     add_all_configs(cfg)
     cfg.MODEL.PIXEL_MEAN = [40.0, 40.0, 40.0]
     for key, value in padet.items():
-        setattr(cfg.MODEL.PADET, key, value)
+        setattr(cfg.INPUT.PADET if key in cfg.INPUT.PADET else cfg.MODEL.PADET, key, value)
     return cfg
 
 

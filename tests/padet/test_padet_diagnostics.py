@@ -23,10 +23,12 @@ def _checkpoint(tmp_path):
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
     return str(tmp_path / "model.pth")
 
+CONFIG = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
+
 
 def test_anchor_balance_writes_png_and_consistent_json(tiny_shapes, tmp_path):
     out = tmp_path / "diag" / "anchor_balance"
-    result = main(["anchor_balance", "--config-file", config_path("shapes", "padet_vgg16_384.yaml"),
+    result = main(["anchor_balance", "--config-file", CONFIG,
                    "--dataset", tiny_shapes[0], "--num-images", "3",
                    "--output-dir", str(tmp_path / "diag"),
                    "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", _checkpoint(tmp_path)])
@@ -44,7 +46,7 @@ def test_anchor_balance_writes_png_and_consistent_json(tiny_shapes, tmp_path):
 
 
 def _model_and_data(tiny_shapes):
-    cfg = load_config(config_path("shapes", "padet_vgg16_384.yaml"), ["MODEL.DEVICE", "cpu"])
+    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
     model = build_model(cfg)
     dicts = DatasetCatalog.get(tiny_shapes[0])[:3] if tiny_shapes else None
@@ -65,8 +67,7 @@ def test_box_regression_counts_the_matched_positives(tiny_shapes, tmp_path):
         assert all(c is None or -1 <= c <= 1 for c in row["correlation"])
 
     out = tmp_path / "box_regression"
-    config = config_path("shapes", "padet_vgg16_384.yaml")
-    written = main(["box_regression", "--config-file", config, "--dataset", tiny_shapes[0],
+    written = main(["box_regression", "--config-file", CONFIG, "--dataset", tiny_shapes[0],
                     "--num-images", "2", "--output-dir", str(tmp_path), "MODEL.DEVICE", "cpu",
                     "MODEL.WEIGHTS", _checkpoint(tmp_path)])
     assert (tmp_path / "box_regression.png").stat().st_size > 0

@@ -1,4 +1,5 @@
-"""PADet detection module: theta rule (check 6), detection HNM (check 7), inference (§2.7)."""
+"""PADet detection module: theta rule (paper §3.1), detection hard-negative mining,
+inference (paper §3.3 "Inference")."""
 import math
 
 import pytest
@@ -12,11 +13,12 @@ from detectron2.utils.events import EventStorage
 from tests.conftest import config_path
 
 C = 5
+CONFIG = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
 
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = load_config(config_path("shapes", "padet_vgg16_384.yaml"), ["MODEL.DEVICE", "cpu"])
+    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
     return build_model(cfg)
 
@@ -134,7 +136,7 @@ def test_pre_nms_topk_per_class(model):
 
 
 def _ablation_model(*opts):
-    cfg = load_config(config_path("shapes", "padet_vgg16_384.yaml"), ["MODEL.DEVICE", "cpu", *opts])
+    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu", *opts])
     torch.manual_seed(0)
     return build_model(cfg)
 

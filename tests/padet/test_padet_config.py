@@ -1,0 +1,74 @@
+"""PADet's config (padet/config.py): where its keys live, and MODEL.PADET.INPUT_SIZE as the one
+input size (detectron2's INPUT.MIN_SIZE_*/MAX_SIZE_* may not contradict it)."""
+import glob
+import os
+import re
+
+import pytest
+
+from d2ext import load_config
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from padet.config import INPUT_SIZE_KEYS, check_padet_input_size
+from padet.dataset_mapper import PADetDatasetMapper
+from tests.conftest import REPO, config_path
+
+SHAPES = config_path("shapes", "padet_vgg16_0.25x_256.yaml")  # MODEL.PADET.INPUT_SIZE 256
+PADET_CONFIGS = sorted(
+    os.path.relpath(p, REPO)
+    for p in glob.glob(os.path.join(REPO, "configs", "padet", "*.yaml")) + [SHAPES]
+)
+AUG_KEYS = ["AUG_STYLE", "PHOTOMETRIC", "EXPAND_MAX_RATIO", "CROP_MIN_IOUS", "MIN_BOX_SIZE"]
+
+
+def _shapes_cfg(*opts):
+    return load_config(SHAPES, ["MODEL.DEVICE", "cpu", *opts])
+
+
+def test_keys_live_in_their_nodes():
+    cfg = _shapes_cfg()
+    assert sorted(cfg.INPUT.PADET) == sorted(AUG_KEYS)
+    assert not set(AUG_KEYS) & set(cfg.MODEL.PADET)
+    assert "DETECTIONS_PER_IMAGE" not in cfg.MODEL.PADET
+    assert cfg.INPUT.PADET.EXPAND_MAX_RATIO == 2.0  # set by the shapes config
+
+
+@pytest.mark.parametrize("config", PADET_CONFIGS)
+def test_padet_configs_set_only_input_size(config):
+    """Every PADet config keeps detectron2's resize keys and keeps the paper's top 300."""
+    cfg = load_config(os.path.join(REPO, config), ["MODEL.DEVICE", "cpu"])
+    defaults = get_cfg()
+    for key in INPUT_SIZE_KEYS:
+        assert cfg.INPUT[key] == defaults.INPUT[key], key
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 300
+    check_padet_input_size(cfg)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("MIN_SIZE_TRAIN", "(300,)"), ("MAX_SIZE_TRAIN", "300"),
+    ("MIN_SIZE_TEST", "300"), ("MAX_SIZE_TEST", "300"),
+])
+def test_contradicting_input_size_is_refused_at_build_time(key, value):
+    cfg = _shapes_cfg(f"INPUT.{key}", value)
+    message = re.escape(f"INPUT.{key} = {value} contradicts MODEL.PADET.INPUT_SIZE = 256")
+    with pytest.raises(ValueError, match=message):
+        check_padet_input_size(cfg)
+    with pytest.raises(ValueError, match=message):
+        build_model(cfg)
+    for is_train in (True, False):
+        with pytest.raises(ValueError, match=message):
+            PADetDatasetMapper(cfg, is_train)
+
+
+def test_multi_scale_min_size_train_is_refused():
+    with pytest.raises(ValueError, match=re.escape("INPUT.MIN_SIZE_TRAIN = (256, 288)")):
+        check_padet_input_size(_shapes_cfg("INPUT.MIN_SIZE_TRAIN", "(256, 288)"))
+
+
+def test_default_and_matching_input_sizes_pass():
+    check_padet_input_size(_shapes_cfg())  # detectron2's defaults (800, 1333), not 256
+    matching = _shapes_cfg("INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MAX_SIZE_TRAIN", "256",
+                           "INPUT.MIN_SIZE_TEST", "256", "INPUT.MAX_SIZE_TEST", "256")
+    check_padet_input_size(matching)
+    for is_train in (True, False):
+        assert PADetDatasetMapper(matching, is_train).input_size == 256
