@@ -1,7 +1,5 @@
 """The PADet single-shot detector (paper §3): encoder-decoder backbone, APM, FAM head."""
 import torch
-import torch.nn.functional as F
-from fvcore.nn import smooth_l1_loss
 from torch import nn
 
 from detectron2.config import configurable
@@ -11,13 +9,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
-from projects.iou_balanced import (
-    IoUBalancedLocWeight,
-    iou_balanced_cross_entropy,
-    iou_balanced_options,
-    iou_balanced_smooth_l1_loss,
-    regressed_iou,
-)
+from projects.iou_balanced import IoUBalancedLoss, iou_balanced_options
 
 from .anchors import flatten_anchor_maps
 from .config import check_padet_input_size
@@ -64,10 +56,11 @@ class PADet(nn.Module):
                                     sigma=soft_nms_sigma, score_threshold=soft_nms_min_score)
         self.pre_nms_topk_per_class = pre_nms_topk_per_class
         self.detections_per_image = detections_per_image
-        self.iou_balanced = iou_balanced
-        if iou_balanced and iou_balanced["loc_enabled"]:
-            self.iou_balanced_w_loc = IoUBalancedLocWeight(
-                iou_balanced["w_loc_mode"], iou_balanced["w_loc"], iou_balanced["lam"])
+        # iou_balanced: IoUBalancedLoss's kwargs (MODEL.IOU_BALANCED), None for the plain losses
+        self.iou_balanced = IoUBalancedLoss(
+            **(iou_balanced or {"cls_enabled": False, "loc_enabled": False}))
+        if self.iou_balanced.loc_enabled:  # checkpointed as "iou_balanced_w_loc.*"
+            self.iou_balanced_w_loc = self.iou_balanced.loc_weight
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -173,30 +166,21 @@ class PADet(nn.Module):
         """L_det = [sum CE + sum_pos smoothL1(t - encode(GT, promoted))] / N_d (§3.3), CE over
         the positives and the hard negatives (DET_HNM_RATIO : 1 per image) among the negatives
         that survive the theta rule. With ``MODEL.PADET.IOU_BALANCED`` the IoU-balanced losses
-        (projects.iou_balanced) replace CE (before mining) and smooth-L1."""
+        (:class:`IoUBalancedLoss`, Eq. 3-6) replace CE (before mining) and smooth-L1."""
         targets, pos, negatives, gt_boxes = self.label_promoted(promoted, apm_logits, gt_instances)
         target_deltas = self.box2box_transform.get_deltas(promoted[pos], gt_boxes[pos])
         ib = self.iou_balanced
-        if ib:  # regressed IoU: two-step decode against the promoted anchor
-            iou = regressed_iou(
-                self.box2box_transform, reg_deltas[pos], promoted[pos], gt_boxes[pos])
-        if ib and ib["cls_enabled"]:  # positives re-weighted before mining (Eq. 3-4)
-            iou_all = torch.zeros(targets.shape, device=iou.device)
-            iou_all[pos] = iou
-            ce = iou_balanced_cross_entropy(cls_logits.flatten(0, 1), targets.flatten(),
-                                            iou_all.flatten(), eta=ib["eta"], reduction="none")
-        else:
-            ce = F.cross_entropy(cls_logits.flatten(0, 1), targets.flatten(), reduction="none")
+        # regressed IoU: two-step decode against the promoted anchor
+        iou = ib.regressed_iou(
+            self.box2box_transform, reg_deltas[pos], promoted[pos], gt_boxes[pos])
+        # per-sample CE; IoU-balanced positives are re-weighted before mining (Eq. 3-4)
+        ce = ib.cross_entropy(cls_logits.flatten(0, 1), targets.flatten(), pos.flatten(), iou,
+                              reduction="none")
         ce = ce.view_as(targets).to(cls_logits.dtype)
         keep = pos | hard_negative_mask(ce, pos, negatives, self.det_hnm_ratio)
         num_pos = pos.sum().item()
         normalizer = max(num_pos, 1)
-        if ib and ib["loc_enabled"]:  # Eq. 5-6
-            loss_box = iou_balanced_smooth_l1_loss(
-                reg_deltas[pos], target_deltas, iou, lam=ib["lam"], beta=self.smooth_l1_beta,
-                w_loc=self.iou_balanced_w_loc, reduction="sum")
-        else:
-            loss_box = smooth_l1_loss(reg_deltas[pos], target_deltas, self.smooth_l1_beta, "sum")
+        loss_box = ib.localization(reg_deltas[pos], target_deltas, iou, beta=self.smooth_l1_beta)
         storage = get_event_storage()
         storage.put_scalar("padet/det_num_pos_per_image", num_pos / len(targets))
         storage.put_scalar("padet/det_num_neg_per_image", negatives.sum().item() / len(targets))

@@ -1,8 +1,9 @@
 """IoU-balanced losses (Wu et al.): the loss functions, RetinaNet and the Faster R-CNN box head.
 
 Other heads import the losses from here, e.g.
-``from projects.iou_balanced import iou_balanced_cross_entropy, IoUBalancedLocWeight``.
+``from projects.iou_balanced import IoUBalancedLoss, iou_balanced_options``.
 """
+from .balanced_loss import IoUBalancedLoss
 from .config import add_iou_balanced_config, iou_balanced_options
 from .fast_rcnn import IoUBalancedFastRCNNOutputLayers
 from .losses import (
@@ -21,6 +22,7 @@ from .roi_heads import IoUBalancedROIHeads  # registration: ROI_HEADS_REGISTRY
 __all__ = [
     "add_iou_balanced_config",
     "iou_balanced_options",
+    "IoUBalancedLoss",
     "W_LOC_MODES",
     "IoUBalancedLocWeight",
     "iou_balanced_cls_weights",

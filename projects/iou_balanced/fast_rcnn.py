@@ -2,19 +2,14 @@
 import torch
 
 from detectron2.config import configurable
-from detectron2.layers import cat, cross_entropy, nonzero_tuple
+from detectron2.layers import cat, nonzero_tuple
 from detectron2.modeling.roi_heads.fast_rcnn import (
     FastRCNNOutputLayers,
     _log_classification_stats,
 )
 
+from .balanced_loss import IoUBalancedLoss
 from .config import iou_balanced_options
-from .losses import (
-    IoUBalancedLocWeight,
-    iou_balanced_cross_entropy,
-    iou_balanced_smooth_l1_loss,
-    regressed_iou,
-)
 
 __all__ = ["IoUBalancedFastRCNNOutputLayers"]
 
@@ -55,14 +50,12 @@ class IoUBalancedFastRCNNOutputLayers(FastRCNNOutputLayers):
         if normalizer_scope != "batch":
             raise ValueError("the Faster R-CNN box head supports only MODEL.IOU_BALANCED."
                              f"NORMALIZER_SCOPE 'batch', got {normalizer_scope!r}")
-        if loc_enabled and self.box_reg_loss_type != "smooth_l1":
-            raise ValueError("the IoU-balanced localization loss weights smooth-L1: set "
-                             "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE 'smooth_l1' or "
-                             "MODEL.IOU_BALANCED.LOC_ENABLED False "
-                             f"(got {self.box_reg_loss_type!r})")
-        self.cls_enabled, self.loc_enabled = cls_enabled, loc_enabled
-        self.eta, self.lam = eta, lam
-        self.loc_weight = IoUBalancedLocWeight(w_loc_mode, w_loc, lam)
+        self.iou_balanced = IoUBalancedLoss(
+            cls_enabled=cls_enabled, loc_enabled=loc_enabled, eta=eta, lam=lam,
+            w_loc_mode=w_loc_mode, w_loc=w_loc, normalizer_scope=normalizer_scope)
+        self.iou_balanced.check_box_reg_loss_type(
+            self.box_reg_loss_type, "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE")
+        self.loc_weight = self.iou_balanced.loc_weight  # checkpointed as "...loc_weight.*"
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -93,7 +86,8 @@ class IoUBalancedFastRCNNOutputLayers(FastRCNNOutputLayers):
         else:
             proposal_boxes = gt_boxes = torch.empty((0, 4), device=device)
 
-        fg_inds = nonzero_tuple((gt_classes >= 0) & (gt_classes < self.num_classes))[0]
+        fg_mask = (gt_classes >= 0) & (gt_classes < self.num_classes)
+        fg_inds = nonzero_tuple(fg_mask)[0]
         box_dim = proposal_boxes.shape[1]
         if proposal_deltas.shape[1] == box_dim:  # class-agnostic regression
             fg_deltas = proposal_deltas[fg_inds]
@@ -102,23 +96,14 @@ class IoUBalancedFastRCNNOutputLayers(FastRCNNOutputLayers):
                 fg_inds, gt_classes[fg_inds]
             ]
         fg_proposals, fg_gt_boxes = proposal_boxes[fg_inds], gt_boxes[fg_inds]
-        if self.cls_enabled or self.loc_enabled:
-            fg_iou = regressed_iou(self.box2box_transform, fg_deltas, fg_proposals, fg_gt_boxes)
-
-        if self.cls_enabled:
-            sample_iou = torch.zeros(gt_classes.shape, device=device)
-            sample_iou[fg_inds] = fg_iou
-            loss_cls = iou_balanced_cross_entropy(scores, gt_classes, sample_iou, eta=self.eta)
-        else:
-            loss_cls = cross_entropy(scores, gt_classes, reduction="mean")
-
-        if self.loc_enabled:
+        ib = self.iou_balanced
+        fg_iou = ib.regressed_iou(self.box2box_transform, fg_deltas, fg_proposals, fg_gt_boxes)
+        loss_cls = ib.cross_entropy(scores, gt_classes, fg_mask, fg_iou)
+        if ib.loc_enabled:
             gt_deltas = self.box2box_transform.get_deltas(fg_proposals, fg_gt_boxes)
-            loss_box_reg = iou_balanced_smooth_l1_loss(
-                fg_deltas, gt_deltas, fg_iou, lam=self.lam, beta=self.smooth_l1_beta,
-                w_loc=self.loc_weight,
-            ) / max(gt_classes.numel(), 1.0)  # detectron2's normaliser: all sampled RoIs
-        else:
+            loss_box_reg = ib.localization(fg_deltas, gt_deltas, fg_iou, beta=self.smooth_l1_beta)
+            loss_box_reg = loss_box_reg / max(gt_classes.numel(), 1.0)  # all sampled RoIs, as d2
+        else:  # detectron2's loss (any BBOX_REG_LOSS_TYPE)
             loss_box_reg = self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes)
         losses = {"loss_cls": loss_cls, "loss_box_reg": loss_box_reg}
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}

@@ -1,6 +1,5 @@
 """IoU-balanced RetinaNet: detectron2's RetinaNet with the losses of Eq. 3-6 (paper Table 1-4)."""
 import torch
-from fvcore.nn import sigmoid_focal_loss_jit
 from torch.nn import functional as F
 
 from detectron2.config import configurable
@@ -10,13 +9,8 @@ from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 
-from .config import NORMALIZER_SCOPES, iou_balanced_options
-from .losses import (
-    IoUBalancedLocWeight,
-    iou_balanced_sigmoid_focal_loss,
-    iou_balanced_smooth_l1_loss,
-    regressed_iou,
-)
+from .balanced_loss import IoUBalancedLoss
+from .config import iou_balanced_options
 
 __all__ = ["IoUBalancedRetinaNet"]
 
@@ -56,17 +50,12 @@ class IoUBalancedRetinaNet(RetinaNet):
             kwargs: RetinaNet's arguments.
         """
         super().__init__(**kwargs)
-        if normalizer_scope not in NORMALIZER_SCOPES:
-            raise ValueError(f"normalizer_scope must be one of {NORMALIZER_SCOPES}, "
-                             f"got {normalizer_scope!r}")
-        if loc_enabled and self.box_reg_loss_type != "smooth_l1":
-            raise ValueError("the IoU-balanced localization loss weights smooth-L1: set "
-                             "MODEL.RETINANET.BBOX_REG_LOSS_TYPE 'smooth_l1' or "
-                             "MODEL.IOU_BALANCED.LOC_ENABLED False "
-                             f"(got {self.box_reg_loss_type!r})")
-        self.cls_enabled, self.loc_enabled = cls_enabled, loc_enabled
-        self.eta, self.lam, self.normalizer_scope = eta, lam, normalizer_scope
-        self.loc_weight = IoUBalancedLocWeight(w_loc_mode, w_loc, lam)
+        self.iou_balanced = IoUBalancedLoss(
+            cls_enabled=cls_enabled, loc_enabled=loc_enabled, eta=eta, lam=lam,
+            w_loc_mode=w_loc_mode, w_loc=w_loc, normalizer_scope=normalizer_scope)
+        self.iou_balanced.check_box_reg_loss_type(
+            self.box_reg_loss_type, "MODEL.RETINANET.BBOX_REG_LOSS_TYPE")
+        self.loc_weight = self.iou_balanced.loc_weight  # checkpointed as "loc_weight.*"
 
     @classmethod
     def from_config(cls, cfg):
@@ -93,37 +82,27 @@ class IoUBalancedRetinaNet(RetinaNet):
         pos_anchors = all_anchors.expand(num_images, -1, -1)[pos_mask]
         pos_gt_boxes = torch.stack(gt_boxes)[pos_mask]
         pos_deltas = cat(pred_anchor_deltas, dim=1)[pos_mask]
-        if self.cls_enabled or self.loc_enabled:
-            pos_iou = regressed_iou(self.box2box_transform, pos_deltas, pos_anchors, pos_gt_boxes)
+        ib = self.iou_balanced
+        pos_iou = ib.regressed_iou(self.box2box_transform, pos_deltas, pos_anchors, pos_gt_boxes)
 
         logits = cat(pred_logits, dim=1)[valid_mask]
         targets = F.one_hot(gt_labels[valid_mask], num_classes=self.num_classes + 1)[:, :-1]
         targets = targets.to(logits.dtype)  # no loss for the last (background) class
-        if self.cls_enabled:
-            anchor_iou = torch.zeros(gt_labels.shape, device=logits.device)
-            anchor_iou[pos_mask] = pos_iou
-            levels = None
-            if self.normalizer_scope == "level":
-                levels = torch.cat([torch.full((len(a),), i, device=logits.device)
-                                    for i, a in enumerate(anchors)])
-                levels = levels.long().expand(num_images, -1)[valid_mask]
-            loss_cls = iou_balanced_sigmoid_focal_loss(
-                logits, targets, anchor_iou[valid_mask], eta=self.eta,
-                alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, groups=levels,
-            )
-        else:
-            loss_cls = sigmoid_focal_loss_jit(
-                logits, targets, alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma,
-                reduction="sum",
-            )
+        levels = None
+        if ib.cls_enabled and ib.normalizer_scope == "level":
+            levels = torch.cat([torch.full((len(a),), i, device=logits.device)
+                                for i, a in enumerate(anchors)])
+            levels = levels.long().expand(num_images, -1)[valid_mask]
+        loss_cls = ib.sigmoid_focal_loss(
+            logits, targets, pos_mask[valid_mask], pos_iou, alpha=self.focal_loss_alpha,
+            gamma=self.focal_loss_gamma, groups=levels,
+        )
 
-        if self.loc_enabled:
+        if ib.loc_enabled:
             gt_deltas = self.box2box_transform.get_deltas(pos_anchors, pos_gt_boxes)
-            loss_box_reg = iou_balanced_smooth_l1_loss(
-                pos_deltas, gt_deltas, pos_iou, lam=self.lam, beta=self.smooth_l1_beta,
-                w_loc=self.loc_weight,
-            )
-        else:
+            loss_box_reg = ib.localization(pos_deltas, gt_deltas, pos_iou,
+                                           beta=self.smooth_l1_beta)
+        else:  # detectron2's loss (any BBOX_REG_LOSS_TYPE)
             loss_box_reg = _dense_box_regression_loss(
                 anchors, self.box2box_transform, pred_anchor_deltas, gt_boxes, pos_mask,
                 box_reg_loss_type=self.box_reg_loss_type, smooth_l1_beta=self.smooth_l1_beta,
