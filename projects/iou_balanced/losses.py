@@ -46,7 +46,8 @@ W_LOC_MODES = ("fixed", "normalized", "calibrate")
 
 @torch.no_grad()
 def regressed_iou(box2box_transform, pred_deltas, anchors, gt_boxes):
-    """IoU of each decoded prediction with its assigned GT box (spec §2.1, paper's "iou_i").
+    """IoU of each decoded prediction with its assigned GT box: the paper's "iou_i" of Eq. 4
+    and Eq. 6, the regressed IoU (as in the authors' code).
 
     Args:
         box2box_transform: the host detector's box coder (detectron2 ``Box2BoxTransform``).

@@ -1,5 +1,5 @@
 """IoUBalancedRetinaNet and IoUBalancedROIHeads against detectron2's own losses, calibration
-in a detector, and a few train_net.py iterations per shapes config (spec §5 checks 1, 7, 9)."""
+in a detector, and a few train_net.py iterations per shapes config."""
 import math
 
 import pytest
@@ -41,7 +41,7 @@ def _assert_same_losses(a, b, rtol=1e-5):
 
 @pytest.mark.parametrize("scope", ["batch", "level"])
 def test_retinanet_reduces_to_detectron2_losses(scope):
-    """Check 1: eta 0, lambda 0, w_loc 1 give RetinaNet's losses (same weights, same batch)."""
+    """eta 0, lambda 0, w_loc 1 give RetinaNet's losses (same weights, same batch)."""
     baseline, balanced = _pair(RETINA_CFG, ["MODEL.META_ARCHITECTURE", "RetinaNet"], *PLAIN,
                                "MODEL.IOU_BALANCED.NORMALIZER_SCOPE", scope)
     assert type(balanced) is IoUBalancedRetinaNet and type(baseline) is not IoUBalancedRetinaNet
@@ -70,7 +70,7 @@ def test_retinanet_default_weights_keep_cls_sum_but_change_gradients():
 
 
 def test_retinanet_calibrates_on_first_positive_iteration_then_freezes():
-    """Check 7 in the detector: an empty-GT iteration defers; then loss_box_reg == plain."""
+    """In the detector: an empty-GT iteration defers; then loss_box_reg == plain."""
     baseline, balanced = _pair(RETINA_CFG, ["MODEL.META_ARCHITECTURE", "RetinaNet"])
     assert balanced.loc_weight.mode == "calibrate"
     empty = train_step(balanced, make_batch((0, 0), 5))
@@ -131,7 +131,7 @@ def _predictors(agnostic, beta, **balanced):
 
 @pytest.mark.parametrize("agnostic,beta", [(True, 1.0), (False, 0.0), (False, 0.5)])
 def test_fast_rcnn_losses_reduce_to_detectron2(agnostic, beta):
-    """Check 1 on FastRCNNOutputLayers.losses with the same features and proposals."""
+    """eta 0, lambda 0, w_loc 1 give FastRCNNOutputLayers.losses (same features and proposals)."""
     plain, bal = _predictors(agnostic, beta, eta=0.0, lam=0.0, w_loc=1.0)
     proposals = _proposals(0)
     x = torch.randn(65, 16)

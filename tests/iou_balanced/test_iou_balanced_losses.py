@@ -1,4 +1,4 @@
-"""Loss-level checks of the IoU-balanced losses (spec §5, checks 2-9) on hand-built tensors."""
+"""Loss-level checks of the IoU-balanced losses (Eq. 3-7, 13-14) on hand-built tensors."""
 import math
 
 import pytest
@@ -43,7 +43,7 @@ def _focal_weights(logits, targets, iou, eta, groups=None):
 
 @pytest.mark.parametrize("scope", ["batch", "level"])
 def test_focal_normaliser_keeps_positive_sum_and_leaves_the_rest(scope):
-    """Check 2 (Eq. 4): sum_Pos W*FL == sum_Pos FL (per level too); other entries untouched."""
+    """Eq. 4: sum_Pos W*FL == sum_Pos FL (per level too); other entries untouched."""
     logits, targets, iou, groups = _focal_inputs()
     groups = groups if scope == "level" else None
     fl, bal, w = _focal_weights(logits, targets, iou, eta=1.5, groups=groups)
@@ -67,7 +67,7 @@ def test_focal_normaliser_keeps_positive_sum_and_leaves_the_rest(scope):
 
 
 def test_focal_weights_are_detached_and_gradient_is_weighted():
-    """Check 3: d(sum W*FL)/dlogit == W * dFL/dlogit; W has requires_grad False."""
+    """d(sum W*FL)/dlogit == W * dFL/dlogit; W has requires_grad False."""
     logits, targets, iou, _ = _focal_inputs(seed=1)
     pos = targets > 0
     rows = pos.nonzero()[:, 0]
@@ -125,7 +125,7 @@ def test_loc_gradient_is_weight_times_smooth_l1_gradient_eq8():
 
 
 def test_perturbing_iou_changes_loss_not_gradient_form():
-    """Check 6: the IoU only scales the loss; no gradient reaches it."""
+    """the IoU only scales the loss; no gradient reaches it."""
     pred = torch.tensor([[0.3, -0.2, 0.05, 0.5]], requires_grad=True)
     target = torch.zeros(1, 4)
     iou = torch.tensor([0.6], requires_grad=True)
@@ -155,7 +155,7 @@ D_GRID = [-0.9, -0.5, -0.3554 - 0.01, -0.2, -0.12, -0.1, -0.05, -0.01, 0.02, 0.0
 @pytest.mark.parametrize("kind", ["centre", "width"])
 @pytest.mark.parametrize("lam", sorted(TABLE3_W_LOC))
 def test_eq13_eq14_closed_form_gradient(kind, lam):
-    """Check 4: with the regressed IoU, autograd equals Eq. 13 (centre) / Eq. 14 (width)."""
+    """with the regressed IoU, autograd equals Eq. 13 (centre) / Eq. 14 (width)."""
     w_loc = TABLE3_W_LOC[lam]
     for d in D_GRID:
         anchor, deltas = _single_delta_geometry(kind, d)
@@ -175,7 +175,7 @@ def test_eq13_eq14_closed_form_gradient(kind, lam):
 
 @pytest.mark.parametrize("kind,bound", [("centre", 0.3554), ("width", 0.7432)])
 def test_crossover_with_paper_constants(kind, bound):
-    """Check 5: lambda 1.5, w_loc 3.049: balanced gradient > plain iff iou > 0.4756."""
+    """lambda 1.5, w_loc 3.049: balanced gradient > plain iff iou > 0.4756."""
     for d in [x / 100 for x in range(-90, 91, 3)]:
         if abs(abs(d) - bound) < 0.005:
             continue
@@ -200,7 +200,7 @@ def _loc_batch(seed, n=30):
 
 
 def test_calibrate_equalises_first_sum_then_freezes_and_round_trips():
-    """Check 7: first iteration with positives: sum w iou^lam sL1 == sum sL1; then frozen."""
+    """first iteration with positives: sum w iou^lam sL1 == sum sL1; then frozen."""
     weight = IoUBalancedLocWeight("calibrate", lam=1.5).train()
     with EventStorage() as storage:
         empty = torch.zeros(0, 4)
@@ -244,7 +244,7 @@ def test_calibrate_never_in_eval_and_fixed_mode_has_no_state():
 
 
 def test_normalized_equalises_every_iteration():
-    """Check 8: Eq. 7 at every call."""
+    """Eq. 7 at every call."""
     weight = IoUBalancedLocWeight("normalized", lam=1.8).train()
     values = []
     with EventStorage():
@@ -267,7 +267,7 @@ def test_bad_options_fail_clearly():
 
 
 def test_empty_inputs_give_finite_losses_and_backward():
-    """Check 9 at loss level: zero rows and zero positives."""
+    """at loss level: zero rows and zero positives."""
     logits = torch.zeros(0, 6, requires_grad=True)
     loss = iou_balanced_cross_entropy(logits, torch.zeros(0, dtype=torch.long), torch.zeros(0),
                                       eta=1.3)

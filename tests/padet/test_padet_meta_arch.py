@@ -107,7 +107,7 @@ def test_inference_keeps_at_most_300_sorted(model):
 
 
 def test_soft_nms_rescoring_in_the_model(model):
-    """Check 9 through the model: A (0.9), B (0.8) with IoU 0.5 -> B 0.4; C (IoU 0.2) unchanged."""
+    """Through the model: A (0.9), B (0.8) with IoU 0.5 -> B 0.4; C (IoU 0.2) unchanged."""
     a, b = [0.0, 0.0, 30.0, 30.0], [0.0, 10.0, 30.0, 40.0]  # IoU = 20/40 = 0.5
     c = [0.0, -20.0, 30.0, 10.0]  # IoU with A = 10/50 = 0.2
     promoted = torch.tensor([[a, b, c]]) + 40
@@ -132,7 +132,6 @@ def test_pre_nms_topk_per_class(model):
     kept = sorted(zip(cls.tolist(), idx.tolist()))
     assert kept == [(0, 12), (0, 13), (1, 11), (1, 14), (2, 15)]  # 0.5 of class 0 dropped
     assert torch.equal(sc, scores[idx - 10])
-
 
 
 def _ablation_model(*opts):
