@@ -15,6 +15,7 @@ from padet.analysis import anchor_balance, box_regression
 from tests.conftest import config_path, load_tool
 
 main = load_tool("diagnose_padet").main
+CONFIG = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
 
 
 def _checkpoint(tmp_path):
@@ -22,8 +23,6 @@ def _checkpoint(tmp_path):
     model, _, _, _ = _model_and_data(None)
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
     return str(tmp_path / "model.pth")
-
-CONFIG = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
 
 
 def test_anchor_balance_writes_png_and_consistent_json(tiny_shapes, tmp_path):
