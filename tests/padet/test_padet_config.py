@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from d2ext import load_config
+from train_net import load_config
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from padet.config import INPUT_SIZE_KEYS, check_padet_input_size
