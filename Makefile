@@ -1,5 +1,6 @@
 # The README's commands: `make demo` (train + evaluate on the embedded dataset, CPU) and
 # `make test` (the full test suite). Both install into $(VENV) first when needed.
+# `make test-upstream`: the full suite again on detectron2 main, built from the vendored tarball.
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
@@ -7,7 +8,12 @@ INSTALL_INPUTS := requirements.txt setup.cfg pyproject.toml tools/install.py \
 	tools/detectron2_dist/setup.py tools/detectron2_dist/_C.py
 DEMO_CONFIG ?= configs/shapes/faster_rcnn_R_18_FPN.yaml
 
-.PHONY: install demo test clean
+# detectron2 main's source (../shared/vendor on the project's machines; absent on a user's)
+UPSTREAM_TARBALL ?= $(firstword $(wildcard ../shared/vendor/detectron2-main-*.tar.gz))
+UPSTREAM_VENV ?= .venv-upstream
+UPSTREAM_STAMP := $(UPSTREAM_VENV)/.detectron2-source
+
+.PHONY: install demo test test-upstream clean
 
 install: $(STAMP)
 
@@ -25,6 +31,26 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest tests
+
+# Builds detectron2 main (compiled ops included) into $(UPSTREAM_VENV) once per tarball (the
+# stamp holds the tarball's sha256), installs the project there through the `make install` path
+# that keeps a user's own detectron2, then runs the full suite.
+test-upstream:
+	@if [ -z "$(UPSTREAM_TARBALL)" ]; then \
+	  echo "test-upstream: skipped: no detectron2 main source (../shared/vendor/detectron2-main-*.tar.gz);" \
+	       "set UPSTREAM_TARBALL=<detectron2 source .tar.gz> to run it"; exit 0; fi; \
+	set -e; sum=$$(sha256sum "$(UPSTREAM_TARBALL)" | cut -d' ' -f1); \
+	if [ "$$(cat $(UPSTREAM_STAMP) 2>/dev/null)" != "$$sum" ]; then \
+	  echo "test-upstream: building detectron2 main from $(UPSTREAM_TARBALL) into $(UPSTREAM_VENV)"; \
+	  rm -rf $(UPSTREAM_VENV); python3 -m venv $(UPSTREAM_VENV); \
+	  $(UPSTREAM_VENV)/bin/python -m pip install -q -r requirements.txt; \
+	  src=$$(mktemp -d); tar -xzf "$(UPSTREAM_TARBALL)" -C $$src --strip-components=1; \
+	  (cd $$src && $(abspath $(UPSTREAM_VENV))/bin/python -m pip install -q \
+	     --no-build-isolation --no-deps .); \
+	  rm -rf $$src; \
+	  $(UPSTREAM_VENV)/bin/python tools/install.py; \
+	  echo "$$sum" > $(UPSTREAM_STAMP); fi; \
+	$(UPSTREAM_VENV)/bin/python -m pytest tests
 
 clean:
 	rm -rf output build *.egg-info

@@ -1,9 +1,13 @@
 """The install: detectron2 and the project's packages import, torchvision's ops run on CPU,
-and a provisioned detectron2's ``_C`` placeholder names the op it cannot run."""
+a provisioned detectron2's ``_C`` placeholder names the op it cannot run, and a user's own
+detectron2 build is kept."""
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -66,3 +70,36 @@ def test_install_step_pins_torch_unless_keeping_the_users_detectron2():
     assert {"torch==2.14.1", "torchvision==0.29.1", "numpy>=1.23,<1.24"} <= set(pinned)
     kept = install._requirements(keep_torch=True)
     assert set(pinned) - set(kept) == {"torch==2.14.1", "torchvision==0.29.1"}
+
+
+_FINGERPRINT = """
+import hashlib, importlib.metadata as md, json, os, torch, detectron2._C as C
+print(json.dumps({
+    "detectron2": [md.version("detectron2"), os.path.dirname(C.__file__)],
+    "_C": [C.__file__, hashlib.sha256(open(C.__file__, "rb").read()).hexdigest()],
+    "torch": [torch.__version__, torch.__file__, os.stat(torch.__file__).st_mtime_ns,
+              md.version("torchvision")],
+}))
+"""
+
+
+def _environment_fingerprint():
+    out = subprocess.run([sys.executable, "-c", _FINGERPRINT], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out)
+
+
+def test_install_keeps_the_users_compiled_detectron2_and_its_torch():
+    """`make install` over a user's own detectron2 build (CI's `make test-upstream` leg) changes
+    neither that build (its compiled ``_C``) nor the torch it is compiled against."""
+    from detectron2 import _C
+
+    if getattr(_C, "HAS_COMPILED_OPS", True) is False:
+        pytest.skip("detectron2 here is the provisioned 0.6 without compiled ops; this runs in "
+                    "the upstream leg (make test-upstream), on a user's own build")
+    from tests.conftest import REPO
+
+    before = _environment_fingerprint()
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "install.py")], check=True,
+                   capture_output=True)
+    assert _environment_fingerprint() == before

@@ -1,7 +1,7 @@
-"""Cityscapes boxes: detectron2's instance loader on fabricated gtFine files, COCO-style AP.
+"""Cityscapes boxes: the instance loader on fabricated gtFine files, COCO-style AP.
 
-detectron2's loader needs ``cityscapesscripts`` for its label table; where the package is not
-installed the test provides that table from detectron2's own copy (fabricate.py).
+The loader reads its label table from ``cityscapesscripts``; where the package is not installed
+the test provides that table from detectron2's own copy (fabricate.py).
 """
 import sys
 
