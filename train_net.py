@@ -16,7 +16,7 @@ import padet
 import projects.iou_balanced
 import rga_prm
 from d2ext import build_dataset_evaluator, merge_config_file
-from detectron2.checkpoint import DetectionCheckpointer
+from d2ext.checkpoint import MIN_LOADED_FRACTION, ProjectCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
@@ -68,6 +68,8 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        # MODEL.WEIGHTS initialises training: ImageNet weights fill the backbone only
+        ProjectCheckpointer.replace_in(self, min_loaded_fraction=0.0)
         if not TRAINER_CHECKPOINTS_OPTIMIZER:
             self.checkpointer.checkpointables["optimizer"] = self._trainer.optimizer
 
@@ -124,9 +126,10 @@ def main(args):
             raise ValueError("--eval-only needs the weights to evaluate: MODEL.WEIGHTS <file>")
         check_weights_file(cfg.MODEL.WEIGHTS)
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        # detectron2's own argument parser has no --min-loaded-fraction
+        fraction = getattr(args, "min_loaded_fraction", MIN_LOADED_FRACTION)
+        ProjectCheckpointer(model, save_dir=cfg.OUTPUT_DIR, min_loaded_fraction=fraction
+                            ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
@@ -137,7 +140,11 @@ def main(args):
 
 
 def cli(argv=None):
-    args = default_argument_parser().parse_args(argv)
+    parser = default_argument_parser()
+    parser.add_argument("--min-loaded-fraction", type=float, default=MIN_LOADED_FRACTION,
+                        help="--eval-only: least fraction of the model's parameter tensors "
+                             "MODEL.WEIGHTS must fill (default %(default)s; 0: any)")
+    args = parser.parse_args(argv)
     if args.num_gpus > 1 and not torch.cuda.is_available():
         raise SystemExit("--num-gpus > 1 needs CUDA GPUs; none is available")
     logger.info("Command Line Args: %s", args)

@@ -12,8 +12,9 @@ import os
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+
+from .checkpoint import ProjectCheckpointer
 
 __all__ = ["add_tool_arguments", "tool_parser", "output_dir_of", "build_model_with_weights",
            "load_trained_model", "pyplot", "write_figure_and_json"]
@@ -71,7 +72,7 @@ def build_model_with_weights(cfg, *, weights=None, seed=None, init_from=None):
                   if k in own and own[k].shape == v.shape}
         model.load_state_dict(shared, strict=False)
     if weights:
-        DetectionCheckpointer(model).load(weights)
+        ProjectCheckpointer(model).load(weights)
     return model
 
 

@@ -14,6 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from d2ext.checkpoint import load_torch_weights  # noqa: E402
 from padet.vgg_weights import convert_torchvision_vgg16  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not os.path.isfile(args.torchvision_file):
         raise FileNotFoundError(f"torchvision VGG-16 file not found: {args.torchvision_file}")
-    state_dict = torch.load(args.torchvision_file, map_location="cpu", weights_only=True)
+    state_dict = load_torch_weights(args.torchvision_file)
     torch.save({"model": convert_torchvision_vgg16(state_dict), "__author__": "torchvision"},
                args.output)
     print(f"wrote {args.output}")

@@ -201,7 +201,7 @@ def test_shapes_config_trains_evaluates_and_resumes_calibrated(tiny_shapes, tmp_
     assert all(math.isfinite(v) for v in losses.values())
     (logged,) = [m for m in metrics if "bbox/AP" in m]
     assert {"bbox/AP", "bbox/AP50", "bbox/AP90"} <= set(logged)
-    state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
     (key,) = [k for k in state if k.endswith("loc_weight.w_loc")]
     assert bool(state[key.replace("w_loc", "calibrated")])
     w_loc = float(state[key])
