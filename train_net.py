@@ -17,19 +17,31 @@ import projects.iou_balanced
 import rga_prm
 from d2ext import build_dataset_evaluator, merge_config_file
 from d2ext.checkpoint import MIN_LOADED_FRACTION, ProjectCheckpointer
+from d2ext.run_state import (
+    MetricsJSONWriter,
+    RNGCheckpoint,
+    SamplerCheckpoint,
+    WriteMetricsBeforeCheckpoint,
+    build_resumable_train_loader,
+    check_fresh_output_dir,
+    default_setup,
+    preserved_rng_states,
+    restart_data_loader_iter,
+)
 from detectron2.config import get_cfg
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.data import build_detection_test_loader
+from detectron2.engine import DefaultTrainer, default_argument_parser, hooks, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 from padet.dataset_mapper import PADetDatasetMapper
 
 __all__ = ["add_all_configs", "load_config", "Trainer", "setup", "main", "cli"]
 
 logger = logging.getLogger("detectron2")
 
-# detectron2 main's DefaultTrainer checkpoints its SimpleTrainer (hence the optimizer);
-# 0.6 does not.
+# detectron2 main's DefaultTrainer checkpoints its SimpleTrainer (hence the optimizer and the
+# AMP grad scaler); 0.6 does not.
 TRAINER_CHECKPOINTS_OPTIMIZER = "state_dict" in DefaultTrainer.__dict__
 
 
@@ -61,17 +73,24 @@ def check_weights_file(path):
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` with COCO evaluation at every IoU threshold and full checkpoints.
 
-    Checkpoints hold the model, optimizer, LR scheduler and iteration, so ``--resume`` continues
-    exactly where an interrupted run stopped. A fresh run refuses an ``OUTPUT_DIR`` that
-    already holds another run's checkpoints rather than overwrite them.
+    Checkpoints hold the model, optimizer, LR scheduler, iteration, the position of the
+    training sampler and the RNG states (``d2ext.run_state``), so ``--resume`` continues exactly
+    where an interrupted run stopped. A fresh run refuses an ``OUTPUT_DIR`` that already holds
+    another run's checkpoints rather than overwrite them.
     """
 
     def __init__(self, cfg):
         super().__init__(cfg)
         # MODEL.WEIGHTS initialises training: ImageNet weights fill the backbone only
         ProjectCheckpointer.replace_in(self, min_loaded_fraction=0.0)
+        checkpointables = self.checkpointer.checkpointables
         if not TRAINER_CHECKPOINTS_OPTIMIZER:
-            self.checkpointer.checkpointables["optimizer"] = self._trainer.optimizer
+            checkpointables["optimizer"] = self._trainer.optimizer
+            if cfg.SOLVER.AMP.ENABLED:
+                checkpointables["grad_scaler"] = self._trainer.grad_scaler
+        checkpointables["train_sampler"] = SamplerCheckpoint(
+            self._trainer.data_loader.sampler, self, cfg.SOLVER.IMS_PER_BATCH)
+        checkpointables["rng"] = RNGCheckpoint()
 
     def resume_or_load(self, resume=True):
         if not (resume and self.checkpointer.has_checkpoint()):
@@ -82,19 +101,38 @@ class Trainer(DefaultTrainer):
                 )
             check_weights_file(self.cfg.MODEL.WEIGHTS)
         super().resume_or_load(resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            # the restored sampler position reaches the data loader (and its workers) through a
+            # new iterator; making one draws a seed from torch's RNG, which must stay restored
+            with preserved_rng_states():
+                restart_data_loader_iter(self._trainer)
 
     def build_hooks(self):
-        """detectron2's hooks, plus R-CNN Gradient Annealing when ``MODEL.RGA.ENABLED``."""
+        """detectron2's hooks, plus R-CNN Gradient Annealing when ``MODEL.RGA.ENABLED``, and
+        ``metrics.json`` written before each checkpoint (``WriteMetricsBeforeCheckpoint``)."""
         ret = super().build_hooks()
         if self.cfg.MODEL.RGA.ENABLED:
             ret.insert(0, rga_prm.GradientAnnealingHook.from_config(self.cfg))
+        if comm.is_main_process():  # where detectron2 adds the writers
+            checkpoint = next(i for i, h in enumerate(ret)
+                              if isinstance(h, hooks.PeriodicCheckpointer))
+            ret.insert(checkpoint, WriteMetricsBeforeCheckpoint(
+                self.metrics_writer, self.cfg.SOLVER.CHECKPOINT_PERIOD))
         return ret
+
+    def build_writers(self):
+        """detectron2's writers (``default_writers``) with ``metrics.json`` written by
+        ``d2ext.run_state.MetricsJSONWriter``, kept as ``self.metrics_writer``."""
+        self.metrics_writer = MetricsJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
+        return [CommonMetricPrinter(self.max_iter), self.metrics_writer,
+                TensorboardXWriter(self.cfg.OUTPUT_DIR)]
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if cfg.MODEL.META_ARCHITECTURE == "PADet":  # SSD augmentations with boxes, square inputs
-            return build_detection_train_loader(cfg, mapper=PADetDatasetMapper(cfg, True))
-        return super().build_train_loader(cfg)
+        """detectron2's train loader over a resumable sampler (``d2ext.run_state``); PADet
+        configs use the PADet mapper (SSD augmentations with boxes, square inputs)."""
+        mapper = PADetDatasetMapper(cfg, True) if cfg.MODEL.META_ARCHITECTURE == "PADet" else None
+        return build_resumable_train_loader(cfg, mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -110,12 +148,28 @@ class Trainer(DefaultTrainer):
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_dataset_evaluator(cfg, dataset_name, output_folder)
 
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation, drawing nothing from the training RNG streams (so that a
+        resumed run, which does not repeat the evaluation at its checkpoint, draws the same)."""
+        with preserved_rng_states():
+            return super().test(cfg, model, evaluators)
+
 
 def setup(args):
-    """get_cfg + every method node, merged with the file and trailing opts; default_setup."""
+    """get_cfg + every method node, merged with the file and trailing opts; default_setup.
+
+    A training run without ``--resume`` first refuses an ``OUTPUT_DIR`` that holds a run, on
+    every process, before anything is written there. ``config.yaml`` is written atomically; an
+    ``--eval-only`` run leaves an existing one (a training run's) as it is.
+    """
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
-    default_setup(cfg, args)
+    if not (args.resume or args.eval_only):
+        check_fresh_output_dir(cfg.OUTPUT_DIR)
+        comm.synchronize()  # no process writes before every process has checked
+    config_yaml = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    default_setup(cfg, args, write_config=not (args.eval_only and os.path.exists(config_yaml)))
     return cfg
 
 
