@@ -16,6 +16,7 @@ import padet
 import projects.iou_balanced
 import rga_prm
 from d2ext import build_dataset_evaluator, merge_config_file
+from d2ext.data import CheckedDatasetMapper, DataErrorCheckpointHook
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -82,24 +83,29 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
 
     def build_hooks(self):
-        """detectron2's hooks, plus R-CNN Gradient Annealing when ``MODEL.RGA.ENABLED``."""
+        """detectron2's hooks, plus R-CNN Gradient Annealing when ``MODEL.RGA.ENABLED`` and a
+        checkpoint when training stops on an unreadable image (d2ext.data)."""
         ret = super().build_hooks()
         if self.cfg.MODEL.RGA.ENABLED:
             ret.insert(0, rga_prm.GradientAnnealingHook.from_config(self.cfg))
+        ret.append(DataErrorCheckpointHook())
         return ret
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """Mappers that name unreadable files and drop inverted boxes (d2ext.data)."""
         if cfg.MODEL.META_ARCHITECTURE == "PADet":  # SSD augmentations with boxes, square inputs
             return build_detection_train_loader(cfg, mapper=PADetDatasetMapper(cfg, True))
-        return super().build_train_loader(cfg)
+        return build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        names = (dataset_name,)
         if cfg.MODEL.META_ARCHITECTURE == "PADet":  # square resize to MODEL.PADET.INPUT_SIZE
-            return build_detection_test_loader(
-                cfg, dataset_name, mapper=PADetDatasetMapper(cfg, False))
-        return super().build_test_loader(cfg, dataset_name)
+            mapper = PADetDatasetMapper(cfg, False, dataset_names=names)
+        else:
+            mapper = CheckedDatasetMapper(cfg, False, dataset_names=names)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
