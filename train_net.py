@@ -28,6 +28,7 @@ from d2ext.run_state import (
     preserved_rng_states,
     restart_data_loader_iter,
 )
+from d2ext.data import CheckedDatasetMapper, DataErrorCheckpointHook
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, hooks, launch
@@ -108,8 +109,9 @@ class Trainer(DefaultTrainer):
                 restart_data_loader_iter(self._trainer)
 
     def build_hooks(self):
-        """detectron2's hooks, plus R-CNN Gradient Annealing when ``MODEL.RGA.ENABLED``, and
-        ``metrics.json`` written before each checkpoint (``WriteMetricsBeforeCheckpoint``)."""
+        """detectron2's hooks, plus R-CNN Gradient Annealing when ``MODEL.RGA.ENABLED``,
+        ``metrics.json`` written before each checkpoint (``WriteMetricsBeforeCheckpoint``) and a
+        checkpoint when training stops on an unreadable image (d2ext.data)."""
         ret = super().build_hooks()
         if self.cfg.MODEL.RGA.ENABLED:
             ret.insert(0, rga_prm.GradientAnnealingHook.from_config(self.cfg))
@@ -118,6 +120,7 @@ class Trainer(DefaultTrainer):
                               if isinstance(h, hooks.PeriodicCheckpointer))
             ret.insert(checkpoint, WriteMetricsBeforeCheckpoint(
                 self.metrics_writer, self.cfg.SOLVER.CHECKPOINT_PERIOD))
+        ret.append(DataErrorCheckpointHook())
         return ret
 
     def build_writers(self):
@@ -129,17 +132,21 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """detectron2's train loader over a resumable sampler (``d2ext.run_state``); PADet
-        configs use the PADet mapper (SSD augmentations with boxes, square inputs)."""
-        mapper = PADetDatasetMapper(cfg, True) if cfg.MODEL.META_ARCHITECTURE == "PADet" else None
-        return build_resumable_train_loader(cfg, mapper)
+        """detectron2's train loader over a resumable sampler (``d2ext.run_state``), with mappers
+        that name unreadable files and drop inverted boxes (``d2ext.data``); PADet configs use
+        the PADet mapper (SSD augmentations with boxes, square inputs)."""
+        if cfg.MODEL.META_ARCHITECTURE == "PADet":
+            return build_resumable_train_loader(cfg, PADetDatasetMapper(cfg, True))
+        return build_resumable_train_loader(cfg, CheckedDatasetMapper(cfg, True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        names = (dataset_name,)
         if cfg.MODEL.META_ARCHITECTURE == "PADet":  # square resize to MODEL.PADET.INPUT_SIZE
-            return build_detection_test_loader(
-                cfg, dataset_name, mapper=PADetDatasetMapper(cfg, False))
-        return super().build_test_loader(cfg, dataset_name)
+            mapper = PADetDatasetMapper(cfg, False, dataset_names=names)
+        else:
+            mapper = CheckedDatasetMapper(cfg, False, dataset_names=names)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

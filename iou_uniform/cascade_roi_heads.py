@@ -91,6 +91,7 @@ class IoUUniformCascadeROIHeads(IoUUniformHeadMixin, CascadeROIHeads):
             IoUUniformSampleGenerator(
                 intervals=intervals, center_offsets=offsets, scale_ranges=scales,
                 num_per_interval=num, num_attempts=c.NUM_ATTEMPTS, argmax_filter=argmax,
+                max_gts=c.MAX_GTS_PER_IMAGE,
             )
             for intervals, offsets, scales, num, argmax in zip(*tables)
         ]

@@ -45,6 +45,10 @@ def add_iou_uniform_config(cfg):
     _C.SCALE_RANGES = [list(r) for r in _G1["SCALE_RANGES"]]
     # keep a sample only if its own GT is its best-matching GT (§3.1; ties: lowest index)
     _C.ARGMAX_FILTER = True
+    # generate samples around at most this many GTs per image, drawn at random when an image has
+    # more (0 = all). Bounds time and memory on crowded images (1,000 GTs: docs/iou_uniform.md);
+    # not in the paper; above the GT count of typical COCO and VOC training images
+    _C.MAX_GTS_PER_IMAGE = 300
     # --- heads and losses (§3.1, Eq. 2) ---
     # train the regression + IoU tower on generated samples (False: positive RPN RoIs, Table 6)
     _C.GENERATED_SAMPLES = True

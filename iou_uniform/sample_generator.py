@@ -7,6 +7,10 @@ with the argmax filter, whose best-matching GT of the image is this GT). At most
 ``num_per_interval`` survivors per (GT, interval) are kept, chosen uniformly at random. Everything
 is batched over GTs, intervals and attempts; the random numbers are seeded from torch's global
 generator, so ``torch.manual_seed`` (and detectron2's seeding) reproduces them.
+
+An image with more than ``max_gts`` GTs gets samples around ``max_gts`` of them, drawn at random
+(``torch.randperm``): time and memory grow with the GTs that get samples (docs/iou_uniform.md).
+The argmax filter still compares each sample with every GT of the image.
 """
 from dataclasses import dataclass
 from typing import Sequence, Tuple
@@ -104,6 +108,7 @@ class IoUUniformSampleGenerator:
         num_per_interval: int = 16,
         num_attempts: int = 500,
         argmax_filter: bool = True,
+        max_gts: int = 0,
     ):
         """
         Args:
@@ -114,6 +119,8 @@ class IoUUniformSampleGenerator:
             num_attempts: candidates drawn per GT and interval (once, no retry).
             argmax_filter: keep a sample only if its own GT has the highest IoU with it over all
                 GTs of the image (ties: the lowest GT index wins).
+            max_gts: generate samples around at most this many GTs of an image, drawn at random
+                when it has more (0: every GT).
         """
         n = len(intervals)
         if not (n and len(center_offsets) == n and len(scale_ranges) == n):
@@ -129,12 +136,15 @@ class IoUUniformSampleGenerator:
                 raise ValueError(f"scale range [{lo}, {hi}] must satisfy 0 < lo <= hi")
         if num_per_interval < 1 or num_attempts < 1:
             raise ValueError("num_per_interval and num_attempts must be positive")
+        if max_gts < 0:
+            raise ValueError(f"max_gts must be >= 0 (0: no cap), got {max_gts}")
         self.intervals = torch.tensor([list(map(float, i)) for i in intervals])  # (J, 2)
         self.center_offsets = torch.tensor([float(s) for s in center_offsets])  # (J,)
         self.scale_ranges = torch.tensor([list(map(float, r)) for r in scale_ranges])  # (J, 2)
         self.num_per_interval = int(num_per_interval)
         self.num_attempts = int(num_attempts)
         self.argmax_filter = bool(argmax_filter)
+        self.max_gts = int(max_gts)
 
     @classmethod
     def from_config(cls, cfg):
@@ -146,6 +156,7 @@ class IoUUniformSampleGenerator:
             "num_per_interval": c.NUM_PER_INTERVAL,
             "num_attempts": c.NUM_ATTEMPTS,
             "argmax_filter": c.ARGMAX_FILTER,
+            "max_gts": c.MAX_GTS_PER_IMAGE,
         }
 
     @property
@@ -173,23 +184,27 @@ class IoUUniformSampleGenerator:
             torch.add(centre, half, out=planes[axis + 2]).clamp_(0, limit)
         return planes
 
-    def _own_gt_is_best(self, boxes, ious, group, gt):
+    def _own_gt_is_best(self, boxes, ious, group, gt, own_inds=None):
         """For candidates ``boxes`` (n, 4) with IoU ``ious`` to their own GT, ``group`` = own GT
-        index × J + interval index: True where no other GT has a higher IoU (ties: the lowest
-        GT index wins). The Jaccard distance 1 - IoU is a metric, so a rival GT k with
-        IoU(c, k) >= IoU(c, own) = t > lo needs IoU(own, k) >= 2t - 1 > 2lo - 1: only those
-        rivals of each (GT, interval) are compared (all GTs for intervals below 0.5)."""
+        position × J + interval index, the own GTs ``gt[own_inds]`` (default: every GT): True
+        where no GT of ``gt`` has a higher IoU (ties: the lowest GT index wins). The Jaccard
+        distance 1 - IoU is a metric, so a rival GT k with IoU(c, k) >= IoU(c, own) = t > lo
+        needs IoU(own, k) >= 2t - 1 > 2lo - 1: only those rivals of each (GT, interval) are
+        compared (all GTs for intervals below 0.5)."""
         K, J = gt.shape[0], self.num_intervals
+        if own_inds is None:
+            own_inds = torch.arange(K, device=gt.device)
+        num_own = own_inds.shape[0]
         lo = self.intervals[:, 0].to(gt.device, gt.dtype)
         # strict bound with a float margin; any IoU >= 0 passes -1 (intervals below 0.5)
         bound = torch.where(lo >= 0.5, (2 * lo - 1 - 1e-6).clamp(min=0), torch.full_like(lo, -1))
-        gt_iou = paired_iou(gt[:, None, :], gt[None, :, :])  # (K, K)
-        gt_iou.fill_diagonal_(-1)
-        rivals = (gt_iou[:, None, :] > bound[None, :, None]).view(K * J, K)
+        gt_iou = paired_iou(gt.index_select(0, own_inds)[:, None, :], gt[None, :, :])  # (Ko, K)
+        gt_iou[torch.arange(num_own, device=gt.device), own_inds] = -1
+        rivals = (gt_iou[:, None, :] > bound[None, :, None]).view(num_own * J, K)
         pair_group, pair_gt = rivals.nonzero(as_tuple=True)  # (GT, interval) -> a rival GT
         # each (group, rival) pair is compared with every candidate of the group: a contiguous
         # run of candidates (``group`` is sorted), expanded without a per-candidate gather
-        size, start = _group_sizes_and_starts(group, K * J)
+        size, start = _group_sizes_and_starts(group, num_own * J)
         length = size.index_select(0, pair_group)
         total = int(length.sum())
         first = start.index_select(0, pair_group) - (length.cumsum(0) - length)
@@ -199,7 +214,7 @@ class IoUUniformSampleGenerator:
         iou_other = paired_iou(
             boxes.index_select(0, cand), gt.index_select(0, pair_gt.index_select(0, pair)))
         t = ious.index_select(0, cand)
-        rival_wins_tie = (pair_gt < pair_group // J).index_select(0, pair)
+        rival_wins_tie = (pair_gt < own_inds.index_select(0, pair_group // J)).index_select(0, pair)
         beaten = (iou_other > t) | ((iou_other == t) & rival_wins_tie)
         return torch.bincount(cand[beaten], minlength=len(group)) == 0
 
@@ -217,26 +232,31 @@ class IoUUniformSampleGenerator:
         if K == 0:
             empty = gt.new_zeros((0,), dtype=torch.int64)
             return IoUUniformSamples(gt.new_zeros((0, 4)), gt.new_zeros((0,)), empty, empty)
-        planes = self._draw_candidates(gt, image_size)  # (4, K, J, A)
-        ious = paired_iou(planes, gt.t()[:, :, None, None], dim=0)  # (K, J, A), after clipping
+        own_inds = torch.arange(K, device=gt.device)  # the GTs that get samples
+        if 0 < self.max_gts < K:
+            own_inds = torch.randperm(K, device=gt.device)[: self.max_gts].sort().values
+        own = gt.index_select(0, own_inds)
+        Ko = own.shape[0]
+        planes = self._draw_candidates(own, image_size)  # (4, Ko, J, A)
+        ious = paired_iou(planes, own.t()[:, :, None, None], dim=0)  # (Ko, J, A), after clipping
         bounds = self.intervals.to(gt.device, gt.dtype)
         valid = (ious > bounds[None, :, 0, None]) & (ious <= bounds[None, :, 1, None])
         flat = valid.view(-1).nonzero().squeeze(1)  # interval-test survivors (about 8%), sorted
-        group = flat // A  # GT index × J + interval index
+        group = flat // A  # own GT position × J + interval index
         # the survivors' boxes (n, 4): one 1-D gather per coordinate plane (fast on CPU)
         boxes = torch.stack([c.index_select(0, flat) for c in planes.view(4, -1)], dim=1)
         ious = ious.view(-1).index_select(0, flat)
         kept = torch.arange(len(flat), device=gt.device)  # positions among the survivors
         if self.argmax_filter and K > 1:
-            kept = self._own_gt_is_best(boxes, ious, group, gt).nonzero().squeeze(1)
+            kept = self._own_gt_is_best(boxes, ious, group, gt, own_inds).nonzero().squeeze(1)
         # the candidates are i.i.d., so the first num_per_interval valid ones (in draw order) of
         # each (GT, interval) are a uniformly random subset of its valid ones
-        rank = _rank_in_sorted_groups(group.index_select(0, kept), K * J)
+        rank = _rank_in_sorted_groups(group.index_select(0, kept), Ko * J)
         kept = kept[rank < self.num_per_interval]
         flat = flat.index_select(0, kept)
         return IoUUniformSamples(
             boxes=boxes.index_select(0, kept),
             ious=ious.index_select(0, kept),
-            gt_inds=flat // (J * A),
+            gt_inds=own_inds.index_select(0, flat // (J * A)),
             interval_inds=flat // A % J,
         )

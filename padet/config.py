@@ -5,11 +5,20 @@ from detectron2.config import get_cfg
 
 from projects.iou_balanced.config import add_iou_balanced_config
 
-__all__ = ["add_padet_config", "check_padet_input_size"]
+__all__ = [
+    "add_padet_config", "check_padet_input_size", "PADET_MIN_INPUT_SIZE", "PADET_SIZE_DIVISIBILITY",
+]
 
 # detectron2's resize keys, which PADet does not read: it warps every image to a square of side
 # MODEL.PADET.INPUT_SIZE
 INPUT_SIZE_KEYS = ("MIN_SIZE_TRAIN", "MAX_SIZE_TRAIN", "MIN_SIZE_TEST", "MAX_SIZE_TEST")
+
+# The encoder-decoder (padet/encoder_decoder.py, VGG-16 and ResNet encoders alike) pads its input
+# to a multiple of 32, the stride of E3. Its levels D1..D6 have strides 8 ... 256; measured by
+# building both models: at 128 px D1..D6 are 16, 8, 4, 2, 1, 1 cells, so D6, max-pooled from D5,
+# repeats it; at 160 px they are 20, 10, 5, 3, 2, 1, six distinct scales.
+PADET_SIZE_DIVISIBILITY = 32
+PADET_MIN_INPUT_SIZE = 160
 
 
 def add_padet_config(cfg):
@@ -98,13 +107,20 @@ def add_padet_config(cfg):
 
 
 def check_padet_input_size(cfg):
-    """Refuse a config whose detectron2 resize keys contradict ``MODEL.PADET.INPUT_SIZE``.
+    """Refuse an invalid ``MODEL.PADET.INPUT_SIZE``, or detectron2 resize keys that contradict
+    it (``ValueError`` naming the key). Called when PADet's model and data mapper are built.
 
-    ``MODEL.PADET.INPUT_SIZE`` is the one input size of PADet; ``INPUT.MIN_SIZE_TRAIN``,
+    ``MODEL.PADET.INPUT_SIZE`` must be a multiple of ``PADET_SIZE_DIVISIBILITY`` of at least
+    ``PADET_MIN_INPUT_SIZE``. It is the one input size of PADet; ``INPUT.MIN_SIZE_TRAIN``,
     ``MAX_SIZE_TRAIN``, ``MIN_SIZE_TEST`` and ``MAX_SIZE_TEST`` are not read. Each may keep
-    detectron2's default or equal the square side; any other value raises ``ValueError``.
+    detectron2's default or equal the square side.
     """
     size = cfg.MODEL.PADET.INPUT_SIZE
+    if size < PADET_MIN_INPUT_SIZE or size % PADET_SIZE_DIVISIBILITY:
+        raise ValueError(
+            f"MODEL.PADET.INPUT_SIZE = {size}: must be a multiple of {PADET_SIZE_DIVISIBILITY} "
+            f"(the encoder-decoder's size divisibility) of at least {PADET_MIN_INPUT_SIZE}, so "
+            "that the six levels D1..D6 have distinct sizes (paper §3: 384 or 512)")
     defaults = get_cfg().INPUT
     for key in INPUT_SIZE_KEYS:
         value, default = cfg.INPUT[key], defaults[key]

@@ -4,15 +4,17 @@
 detectron2's ``DatasetMapper`` gives its augmentations only the image, so SSD's min-IoU crop,
 which samples crops relative to the ground-truth boxes, needs this mapper. It returns the same
 format as ``DatasetMapper``: ``image`` (uint8 CHW tensor in ``INPUT.FORMAT``) and, in training,
-``instances`` with ``gt_boxes`` and ``gt_classes``.
+``instances`` with ``gt_boxes`` and ``gt_classes``. Like ``d2ext.data.CheckedDatasetMapper``, it
+names the file and dataset of an image that cannot be read and drops inverted boxes before the
+augmentations.
 """
 import copy
 
 import numpy as np
 import torch
 
+from d2ext.data import CheckedDatasetMapper
 from detectron2.config import configurable
-from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
@@ -23,13 +25,14 @@ from .config import check_padet_input_size
 __all__ = ["PADetDatasetMapper"]
 
 
-class PADetDatasetMapper(DatasetMapper):
+class PADetDatasetMapper(CheckedDatasetMapper):
     """Map a detectron2 dataset dict to PADet's input (boxes only; masks and keypoints are not
     used by PADet and are dropped).
 
-    Training: crowd annotations are dropped (as ``DatasetMapper`` does); the augmentations see
-    the image and the boxes; after them a box is kept iff its centre lies inside the output
-    image (SSD's crop rule, unaffected by flip and resize) and, once clipped, its shorter side
+    Training: crowd annotations and inverted boxes are dropped (as ``DatasetMapper`` and
+    ``CheckedDatasetMapper`` do); the augmentations see the image and the boxes; after them a
+    box is kept iff its centre lies inside the output image (SSD's crop rule, unaffected by
+    flip and resize) and, once clipped, its shorter side
     is at least ``min_box_size`` (a fraction of ``input_size``). If the image had boxes but none
     survives, the sample falls back to the plain resize of the original (RFBNet's rule), so
     every image stays in training. An image without annotations gives empty ``instances``.
@@ -46,7 +49,8 @@ class PADetDatasetMapper(DatasetMapper):
             input_size: side of the square network input (the last augmentation resizes to it).
             min_box_size: minimum shorter box side after augmentation, as a fraction of
                 ``input_size``.
-            kwargs: as for ``DatasetMapper`` (``augmentations``, ``image_format``, ...).
+            kwargs: as for ``CheckedDatasetMapper`` (``augmentations``, ``image_format``,
+                ``dataset_names``, ...).
         """
         super().__init__(is_train, **kwargs)
         self.input_size = input_size
@@ -89,7 +93,7 @@ class PADetDatasetMapper(DatasetMapper):
             dict: the input format of detectron2's models (see ``DatasetMapper``).
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = self.read_image(dataset_dict)
         utils.check_image_size(dataset_dict, image)
 
         if not self.is_train:
@@ -100,6 +104,7 @@ class PADetDatasetMapper(DatasetMapper):
             dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
             return dataset_dict
 
+        self.drop_inverted_boxes(dataset_dict)
         annos = [obj for obj in dataset_dict.pop("annotations", []) if obj.get("iscrowd", 0) == 0]
         boxes = np.array(
             [BoxMode.convert(obj["bbox"], obj["bbox_mode"], BoxMode.XYXY_ABS) for obj in annos],

@@ -6,6 +6,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
+from .config import PADET_SIZE_DIVISIBILITY
 from .layers import cbr, extra_stage, msra_init
 from .vgg import PADetVGG16Encoder
 
@@ -58,7 +59,8 @@ class PADetEncoderDecoder(Backbone):
     down-samples" D5, so the skip block and the max-pool are our choices.
     """
 
-    def __init__(self, encoder, *, channels=256, norm="BN", size_divisibility=32):
+    def __init__(self, encoder, *, channels=256, norm="BN",
+                 size_divisibility=PADET_SIZE_DIVISIBILITY):
         super().__init__()
         if len(encoder.out_channels) != 5:
             raise ValueError(f"PADet's encoder must give 5 levels, got {len(encoder.out_channels)}")

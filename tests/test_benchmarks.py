@@ -47,6 +47,15 @@ def test_benchmark_iou_uniform(tiny_shapes, capsys):
         "inference: IoU-uniform, EFO", "inference: IoU-uniform, no EFO"])
 
 
+def test_benchmark_iou_uniform_crowded_image(capsys):
+    """``--crowded-gts``: one config's train step on an image with that many GTs, and the RSS."""
+    seconds, peak_mib = load_tool("benchmark_iou_uniform").main(
+        SMALL + ["--crowded-gts", "50", "MODEL.IOU_UNIFORM.MAX_GTS_PER_IMAGE", "20"])
+    out = capsys.readouterr().out
+    assert "50 GTs on one 128x224 image" in out and "MAX_GTS_PER_IMAGE 20" in out
+    assert seconds > 0 and peak_mib > 100
+
+
 def test_benchmark_model_loads_trained_weights(tmp_path):
     """``weights`` loads a checkpoint over the seeded initialisation; a missing file is named."""
     cfg_file = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
@@ -74,10 +83,10 @@ def test_benchmark_rga_prm(tiny_shapes, capsys):
 
 def test_benchmark_padet(capsys):
     results = load_tool("benchmark_padet").main(
-        SMALL + ["--image-size", "64", "96", "MODEL.PADET.INPUT_SIZE", "128"])
+        SMALL + ["--image-size", "64", "96", "MODEL.PADET.INPUT_SIZE", "160"])
     out = capsys.readouterr().out
     _check(out, results, ["RetinaNet R50-FPN 64x96 (baseline)", "Faster R-CNN R50-FPN 64x96",
-                          "PADet VGG-16 128x128", "RetinaNet R101-FPN 64x96 (paper's comparison)"])
+                          "PADet VGG-16 160x160", "RetinaNet R101-FPN 64x96 (paper's comparison)"])
     assert "faster than RetinaNet R50-FPN" in out
     macs_line = out.split("GMACs per image: ")[1].splitlines()[0]
     macs = dict(re.findall(r"(\w+) ([\d.]+)(?:,|;)", macs_line))

@@ -60,3 +60,11 @@ def test_device_falls_back_to_cpu_without_cuda():
     cfg_file = os.path.join(REPO, "configs/shapes/faster_rcnn_R_18_FPN.yaml")
     cfg = load_config(cfg_file, ["MODEL.DEVICE", "cuda"])
     assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("key", ["ROI_HEADS", "RETINANET", "PADET"])
+def test_zero_classes_is_refused_when_the_config_is_loaded(key):
+    """detectron2's heads would build and train on background alone (d2ext.config)."""
+    cfg_file = os.path.join(REPO, "configs/shapes/faster_rcnn_R_18_FPN.yaml")
+    with pytest.raises(ValueError, match=f"MODEL.{key}.NUM_CLASSES = 0"):
+        load_config(cfg_file, [f"MODEL.{key}.NUM_CLASSES", "0"])

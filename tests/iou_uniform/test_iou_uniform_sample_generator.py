@@ -58,7 +58,7 @@ def test_isolated_gts_yield_and_shares():
     filter (tested on crowded GTs below) cannot act and is off to keep the test fast."""
     torch.manual_seed(0)
     gt, size = isolated_gts(25, 40)
-    s = default_generator(ARGMAX_FILTER=False)(gt, size)
+    s = default_generator(ARGMAX_FILTER=False, MAX_GTS_PER_IMAGE=0)(gt, size)
     assert_invariants(s, gt, size, argmax=False)
     c = counts_per_gt_interval(s, len(gt))  # (1000, 4)
     assert abs(c[:, 0].mean().item() - 14.5) <= 0.3
@@ -138,6 +138,50 @@ def test_border_gt_clipped_targets_after_clipping():
     s = default_generator()(gt, (80, 100))
     assert_invariants(s, gt, (80, 100))
     assert (s.boxes[:, :2] == 0).any() and (s.boxes[:, 2] == 100).any()
+
+
+def crowded_gts(num, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(num, 2, generator=g) * 150
+    return torch.cat([xy, xy + 8 + torch.rand(num, 2, generator=g) * 60], 1)
+
+
+def test_gt_cap_samples_at_most_max_gts_random_gts():
+    """MAX_GTS_PER_IMAGE (default 300): 1,000 GTs yield samples around 300 of them, drawn by
+    torch's generator; the argmax filter still compares with every GT."""
+    gt, size = isolated_gts(25, 40)
+    gen = default_generator(ARGMAX_FILTER=False)
+    torch.manual_seed(0)
+    s = gen(gt, size)
+    assert gen.max_gts == 300 and len(torch.unique(s.gt_inds)) == 300
+    assert_invariants(s, gt, size, argmax=False)
+    torch.manual_seed(0)
+    assert torch.equal(gen(gt, size).gt_inds, s.gt_inds)
+    assert not torch.equal(gen(gt, size).gt_inds.unique(), s.gt_inds.unique())
+    gt = crowded_gts(100)
+    torch.manual_seed(0)
+    s = default_generator(MAX_GTS_PER_IMAGE=30)(gt, (200, 220))
+    assert 25 <= len(torch.unique(s.gt_inds)) <= 30
+    assert_invariants(s, gt, (200, 220))  # own GT is the argmax over all 100 GTs
+    with pytest.raises(ValueError, match="max_gts"):
+        default_generator(MAX_GTS_PER_IMAGE=-1)
+
+
+@pytest.mark.parametrize("argmax", [True, False])
+def test_gt_cap_leaves_images_under_it_unchanged(argmax):
+    """An image with at most MAX_GTS_PER_IMAGE GTs gets bit-identical samples, and the cap
+    draws no random numbers for it."""
+    gt = crowded_gts(100)
+    out = []
+    for cap in (0, 100, 300):
+        torch.manual_seed(0)
+        out.append((default_generator(ARGMAX_FILTER=argmax, MAX_GTS_PER_IMAGE=cap)(gt, (200, 220)),
+                    torch.rand(1)))
+    (ref, ref_next), others = out[0], out[1:]
+    for s, next_draw in others:
+        for field in ("boxes", "ious", "gt_inds", "interval_inds"):
+            assert torch.equal(getattr(s, field), getattr(ref, field)), field
+        assert torch.equal(next_draw, ref_next)
 
 
 def test_seeded_runs_reproduce():

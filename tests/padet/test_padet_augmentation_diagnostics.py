@@ -12,7 +12,7 @@ def test_augmentation_diagnostic_writes_png_and_json(tiny_shapes, tmp_path):
     stats = load_tool("visualize_padet_augmentation").main([
         "--config-file", config_path("padet", "padet_vgg16_384.yaml"), "--dataset", train,
         "--num-images", "6", "--num-shown", "3", "--output-dir", str(tmp_path),
-        "MODEL.PADET.INPUT_SIZE", "128",
+        "MODEL.PADET.INPUT_SIZE", "160",
     ])
     assert (tmp_path / "augmentation.png").stat().st_size > 1000
     assert json.loads((tmp_path / "augmentation.json").read_text()) == stats

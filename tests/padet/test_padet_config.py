@@ -1,15 +1,18 @@
 """PADet's config (padet/config.py): where its keys live, and MODEL.PADET.INPUT_SIZE as the one
-input size (detectron2's INPUT.MIN_SIZE_*/MAX_SIZE_* may not contradict it)."""
+input size (valid sizes; detectron2's INPUT.MIN_SIZE_*/MAX_SIZE_* may not contradict it)."""
 import glob
 import os
 import re
 
 import pytest
+import torch
 
 from train_net import load_config
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from padet.config import INPUT_SIZE_KEYS, check_padet_input_size
+from padet.config import (
+    INPUT_SIZE_KEYS, PADET_MIN_INPUT_SIZE, PADET_SIZE_DIVISIBILITY, check_padet_input_size,
+)
 from padet.dataset_mapper import PADetDatasetMapper
 from tests.conftest import REPO, config_path
 
@@ -72,3 +75,27 @@ def test_default_and_matching_input_sizes_pass():
     check_padet_input_size(matching)
     for is_train in (True, False):
         assert PADetDatasetMapper(matching, is_train).input_size == 256
+
+
+@pytest.mark.parametrize("size", [0, 16, 32, 128, 200])
+def test_invalid_input_size_is_refused_before_training(size):
+    """Below 160 px D5 and D6 collapse to one 1x1 cell (16 px is even padded to 32); sizes off
+    the size divisibility 32 are padded. Refused when the model or mapper is built, before any
+    training step."""
+    cfg = _shapes_cfg("MODEL.PADET.INPUT_SIZE", str(size))
+    message = re.escape(f"MODEL.PADET.INPUT_SIZE = {size}: must be a multiple of 32")
+    with pytest.raises(ValueError, match=message):
+        build_model(cfg)
+    with pytest.raises(ValueError, match=message):
+        PADetDatasetMapper(cfg, True)
+
+
+def test_smallest_input_size_has_six_distinct_levels():
+    cfg = _shapes_cfg("MODEL.PADET.INPUT_SIZE", str(PADET_MIN_INPUT_SIZE))
+    model = build_model(cfg).eval()
+    size = PADET_MIN_INPUT_SIZE
+    with torch.no_grad():
+        features = model.backbone(torch.zeros(1, 3, size, size))
+    sides = [f.shape[-1] for f in features.values()]
+    assert sides == [20, 10, 5, 3, 2, 1]
+    assert model.backbone.size_divisibility == PADET_SIZE_DIVISIBILITY

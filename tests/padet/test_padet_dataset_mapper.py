@@ -114,14 +114,14 @@ def test_no_degenerate_boxes_and_boxes_inside(tmp_path):
     boxes = [[5, 5, 5, 30], [10, 10, 11, 11], [20, 20, 60, 70], [0, 90, 100, 100], [50, 50, 52, 90]]
     annos = [{"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1} for b in boxes]
     d = {"file_name": str(path), "height": 100, "width": 100, "annotations": annos}
-    mapper = PADetDatasetMapper(_cfg(INPUT_SIZE=200), True)
+    mapper = PADetDatasetMapper(_cfg(INPUT_SIZE=224), True)
     np.random.seed(0)
     for _ in range(40):
         b = mapper(d)["instances"].gt_boxes.tensor
         sides = torch.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
         assert len(b) > 0
-        assert (sides >= 0.01 * 200).all()  # MIN_BOX_SIZE x INPUT_SIZE
-        assert (b >= 0).all() and (b <= 200).all()
+        assert (sides >= 0.01 * 224).all()  # MIN_BOX_SIZE x INPUT_SIZE
+        assert (b >= 0).all() and (b <= 224).all()
     # The zero-width box never survives, not even un-augmented.
     plain = PADetDatasetMapper(
         True, augmentations=[T.Resize((200, 200))], image_format="BGR", input_size=200
