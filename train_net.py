@@ -19,6 +19,7 @@ from d2ext import build_dataset_evaluator, merge_config_file
 from d2ext.checkpoint import MIN_LOADED_FRACTION, ProjectCheckpointer
 from d2ext.run_state import (
     MetricsJSONWriter,
+    ResumableSampler,
     RNGCheckpoint,
     SamplerCheckpoint,
     WriteMetricsBeforeCheckpoint,
@@ -89,8 +90,13 @@ class Trainer(DefaultTrainer):
             checkpointables["optimizer"] = self._trainer.optimizer
             if cfg.SOLVER.AMP.ENABLED:
                 checkpointables["grad_scaler"] = self._trainer.grad_scaler
-        checkpointables["train_sampler"] = SamplerCheckpoint(
-            self._trainer.data_loader.sampler, self, cfg.SOLVER.IMS_PER_BATCH)
+        sampler = getattr(self._trainer.data_loader, "sampler", None)
+        if isinstance(sampler, ResumableSampler):
+            checkpointables["train_sampler"] = SamplerCheckpoint(
+                sampler, self, cfg.SOLVER.IMS_PER_BATCH)
+        else:  # a subclass's own loader: --resume restarts its data stream
+            logger.warning("the train loader has no d2ext.run_state.ResumableSampler: its "
+                           "position is not checkpointed")
         checkpointables["rng"] = RNGCheckpoint()
 
     def resume_or_load(self, resume=True):
