@@ -24,6 +24,8 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .atomic import write_atomically, write_text_atomically
+
 __all__ = ["ProjectCheckpointer", "WeightsFileError", "MIN_LOADED_FRACTION", "load_torch_weights"]
 
 logger = logging.getLogger(__name__)
@@ -106,20 +108,6 @@ def load_torch_weights(filename):
                                f"rejected it ({e})") from e
     except Exception as e:  # torch raises KeyError, EOFError, RuntimeError... for bad files
         raise WeightsFileError(_what_is_wrong(filename, "a PyTorch checkpoint", e)) from e
-
-
-def _write_atomically(path, mode, write):
-    """``write(f)`` into a temporary file next to ``path``, renamed over it once complete."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class ProjectCheckpointer(DetectionCheckpointer):
@@ -206,12 +194,12 @@ class ProjectCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        _write_atomically(save_file, "wb", lambda f: torch.save(data, f))
+        write_atomically(save_file, "wb", lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename):
-        _write_atomically(os.path.join(self.save_dir, "last_checkpoint"), "w",
-                          lambda f: f.write(last_filename_basename))
+        write_text_atomically(os.path.join(self.save_dir, "last_checkpoint"),
+                              last_filename_basename)
 
     def resume_or_load(self, path, *, resume=True):
         """``Checkpointer.resume_or_load``; a resume whose ``last_checkpoint`` does not load

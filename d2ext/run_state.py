@@ -3,7 +3,7 @@ overwritten (docs/training.md, "Runs and --resume").
 
 - :func:`check_fresh_output_dir`: a fresh run refuses an ``OUTPUT_DIR`` that holds a run.
 - :func:`default_setup`: detectron2's ``default_setup`` with ``config.yaml`` written atomically
-  (:func:`write_text_atomic`); detectron2 rewrites it in place.
+  (``d2ext.atomic``); detectron2 rewrites it in place.
 - :class:`MetricsJSONWriter` and :class:`WriteMetricsBeforeCheckpoint`: ``metrics.json`` holds
   every record of an iteration before its checkpoint is saved.
 - :class:`ResumableSampler` and :class:`SamplerCheckpoint`: the position of the training
@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import random
-import tempfile
 from collections import defaultdict
 
 import numpy as np
@@ -31,11 +30,13 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventWriter, get_event_storage
 from detectron2.utils.logger import setup_logger
 
+from .atomic import write_text_atomically
+
 __all__ = [
     "MetricsJSONWriter", "RNGCheckpoint", "ResumableSampler", "ResumableTrainLoader",
     "SamplerCheckpoint", "WriteMetricsBeforeCheckpoint", "build_resumable_train_loader",
     "check_fresh_output_dir", "default_setup", "existing_run_files", "preserved_rng_states",
-    "restart_data_loader_iter", "rng_states", "set_rng_states", "write_text_atomic",
+    "restart_data_loader_iter", "rng_states", "set_rng_states",
 ]
 
 # files of a training run: checkpoints (model_0000099.pth, model_final.pth), detectron2's pointer
@@ -61,27 +62,12 @@ def check_fresh_output_dir(output_dir):
         )
 
 
-def write_text_atomic(path, text):
-    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` it onto ``path``:
-    a kill at any point leaves the old file or the complete new one, never a truncated file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def default_setup(cfg, args, write_config=True):
     """detectron2's ``default_setup`` (``detectron2.engine.default_setup``, 0.6 and main): log to
     the console and ``OUTPUT_DIR/log.txt``, log the environment, arguments and config, save the
     config to ``OUTPUT_DIR/config.yaml``, seed the RNGs (``SEED`` + rank, random if < 0) and set
     ``cudnn.benchmark`` for training. Unlike detectron2, ``config.yaml`` is written atomically
-    (:func:`write_text_atomic`), and only if ``write_config``."""
+    (``d2ext.atomic``), and only if ``write_config``."""
     output_dir, rank = cfg.OUTPUT_DIR, comm.get_rank()
     if comm.is_main_process() and output_dir:
         os.makedirs(output_dir, exist_ok=True)
@@ -96,7 +82,7 @@ def default_setup(cfg, args, write_config=True):
     logger.info("Running with full config:\n%s", cfg.dump())
     if comm.is_main_process() and output_dir and write_config:
         path = os.path.join(output_dir, "config.yaml")
-        write_text_atomic(path, cfg.dump())
+        write_text_atomically(path, cfg.dump())
         logger.info("Full config saved to %s", path)
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     if not getattr(args, "eval_only", False):

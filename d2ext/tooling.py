@@ -14,6 +14,8 @@ import torch
 
 from detectron2.modeling import build_model
 
+from .atomic import write_text_atomically
+
 from .checkpoint import ProjectCheckpointer
 
 __all__ = ["add_tool_arguments", "tool_parser", "output_dir_of", "build_model_with_weights",
@@ -105,8 +107,7 @@ def write_figure_and_json(fig, numbers, output_dir, name, *, dpi=120, unprinted=
     png, js = (os.path.join(output_dir, f"{name}.{ext}") for ext in ("png", "json"))
     fig.savefig(png, dpi=dpi, bbox_inches="tight")
     pyplot().close(fig)
-    with open(js, "w") as f:
-        json.dump(numbers, f, indent=1)
+    write_text_atomically(js, json.dumps(numbers, indent=1))
     print(json.dumps({k: v for k, v in numbers.items() if k not in unprinted}, indent=1))
     print(f"wrote {png} and {js}")
     return png, js

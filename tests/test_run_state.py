@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from d2ext import run_state
+from d2ext.atomic import write_text_atomically
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils.events import EventStorage
 
@@ -37,10 +38,10 @@ def test_write_text_atomic_interrupted_keeps_the_old_file(tmp_path, monkeypatch)
 
     monkeypatch.setattr(os, "fsync", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_state.write_text_atomic(str(path), "new: 2\n" * 1000)
+        write_text_atomically(str(path), "new: 2\n" * 1000)
     monkeypatch.undo()
     assert path.read_text() == "old: 1\n" and os.listdir(tmp_path) == ["config.yaml"]
-    run_state.write_text_atomic(str(path), "new: 2\n" * 1000)
+    write_text_atomically(str(path), "new: 2\n" * 1000)
     assert path.read_text() == "new: 2\n" * 1000 and os.listdir(tmp_path) == ["config.yaml"]
 
 
