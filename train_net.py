@@ -15,7 +15,7 @@ import iou_uniform
 import padet
 import projects.iou_balanced
 import rga_prm
-from d2ext import build_dataset_evaluator, merge_config_file
+from d2ext import build_dataset_evaluator, merge_config_file, solver
 from d2ext.checkpoint import MIN_LOADED_FRACTION, ProjectCheckpointer
 from d2ext.run_state import (
     MetricsJSONWriter,
@@ -135,6 +135,12 @@ class Trainer(DefaultTrainer):
         self.metrics_writer = MetricsJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
         return [CommonMetricPrinter(self.max_iter), self.metrics_writer,
                 TensorboardXWriter(self.cfg.OUTPUT_DIR)]
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """detectron2's optimizer, plus ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model"``: one
+        global gradient norm clipped at ``CLIP_VALUE`` (``d2ext.solver``)."""
+        return solver.build_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -21,9 +21,9 @@ from torch import nn
 
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.engine import SimpleTrainer
-from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
+from .solver import build_optimizer
 from .tooling import build_model_with_weights
 
 __all__ = [
@@ -101,8 +101,9 @@ class BenchmarkTrainer(SimpleTrainer):
 
     ``hooks`` (e.g. ``GradientAnnealingHook``) are registered and see ``before_train`` once and
     ``before_step``/``after_step`` around every step, as in ``DefaultTrainer.train``. The
-    optimizer is ``build_optimizer(cfg)`` (gradient clipping included) at a tiny learning rate so
-    that many steps on random weights stay finite; its cost does not depend on the rate.
+    optimizer is ``d2ext.solver.build_optimizer(cfg)`` (gradient clipping included, ``full_model``
+    too) at a tiny learning rate so that many steps on random weights stay finite; its cost does
+    not depend on the rate.
     """
 
     def __init__(self, cfg, model, batches, hooks=(), lr=1e-4):
