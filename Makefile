@@ -13,7 +13,7 @@ UPSTREAM_TARBALL ?= $(firstword $(wildcard ../shared/vendor/detectron2-main-*.ta
 UPSTREAM_VENV ?= .venv-upstream
 UPSTREAM_STAMP := $(UPSTREAM_VENV)/.detectron2-source
 
-.PHONY: install demo test test-upstream clean
+.PHONY: install demo test test-upstream gpu-smoke clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest tests
+
+# A few training iterations of every paper config at its real input size, AMP off and on, and
+# the IoU-uniform generator's exactness check, on CUDA when present (docs/benchmarks.md).
+gpu-smoke: install
+	$(PYTHON) tools/gpu_smoke.py $(GPU_SMOKE_ARGS)
 
 # Builds detectron2 main (compiled ops included) into $(UPSTREAM_VENV) once per tarball (the
 # stamp holds the tarball's sha256), installs the project there through the `make install` path

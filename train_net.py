@@ -38,7 +38,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 from padet.dataset_mapper import PADetDatasetMapper
 
-__all__ = ["add_all_configs", "load_config", "Trainer", "setup", "main", "cli"]
+__all__ = ["add_all_configs", "load_config", "method_hooks", "Trainer", "setup", "main", "cli"]
 
 logger = logging.getLogger("detectron2")
 
@@ -64,6 +64,12 @@ def load_config(config_file, opts=()):
     ``cpu`` when CUDA is not available. The config is returned unfrozen.
     """
     return merge_config_file(add_all_configs(get_cfg()), config_file, opts)
+
+
+def method_hooks(cfg):
+    """The methods' training hooks of a config, first among the trainer's hooks: R-CNN Gradient
+    Annealing when ``MODEL.RGA.ENABLED``."""
+    return [rga_prm.GradientAnnealingHook.from_config(cfg)] if cfg.MODEL.RGA.ENABLED else []
 
 
 def check_weights_file(path):
@@ -118,9 +124,7 @@ class Trainer(DefaultTrainer):
         """detectron2's hooks, plus R-CNN Gradient Annealing when ``MODEL.RGA.ENABLED``,
         ``metrics.json`` written before each checkpoint (``WriteMetricsBeforeCheckpoint``) and a
         checkpoint when training stops on an unreadable image (d2ext.data)."""
-        ret = super().build_hooks()
-        if self.cfg.MODEL.RGA.ENABLED:
-            ret.insert(0, rga_prm.GradientAnnealingHook.from_config(self.cfg))
+        ret = method_hooks(self.cfg) + super().build_hooks()
         if comm.is_main_process():  # where detectron2 adds the writers
             checkpoint = next(i for i, h in enumerate(ret)
                               if isinstance(h, hooks.PeriodicCheckpointer))

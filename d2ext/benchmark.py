@@ -7,6 +7,11 @@ rotating order) so that background load affects all of them alike. A train step 
 ``before_step``/``after_step`` around it; inference is an eval-mode forward under ``no_grad``.
 The first ``warmup`` iterations are discarded; the table reports medians, the ratio to a baseline
 row and whether the ratio meets its target.
+
+``BenchmarkTrainer`` can also step under automatic mixed precision (``amp_dtype``: float16 with
+a gradient scaler, as detectron2's ``AMPTrainer``, or bfloat16 without one), and
+``random_training_batch`` / ``PeakMemory`` give synthetic inputs and a block's peak memory
+(``tools/gpu_smoke.py``).
 """
 import argparse
 import itertools
@@ -21,6 +26,7 @@ from torch import nn
 
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.engine import SimpleTrainer
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from .solver import build_optimizer
@@ -28,9 +34,10 @@ from .tooling import build_model_with_weights
 
 __all__ = [
     "REPO", "add_benchmark_arguments", "build_benchmark_model", "shapes_batches",
-    "random_image_batches", "without_instances", "BenchmarkTrainer", "inference_step",
-    "num_detections", "InferenceRunner", "count_macs",
-    "time_interleaved", "Row", "benchmark_header", "markdown_table",
+    "random_image_batches", "random_instances", "random_training_batch", "num_classes_of",
+    "without_instances", "BenchmarkTrainer", "inference_step", "num_detections",
+    "InferenceRunner", "count_macs", "PeakMemory", "time_interleaved", "Row",
+    "benchmark_header", "markdown_table",
 ]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,6 +98,43 @@ def random_image_batches(num, batch_size, height, width, device, seed=0):
     ]
 
 
+def random_instances(height, width, num_boxes, num_classes, generator, max_size=80):
+    """``num_boxes`` random GT boxes of 16 to ``max_size`` px a side (clipped to the image) in an
+    (height, width) image, with random classes in [0, num_classes); CPU tensors."""
+    inst = Instances((height, width))
+    xy = torch.rand(num_boxes, 2, generator=generator) * torch.tensor([width - 20, height - 20])
+    wh = 16 + torch.rand(num_boxes, 2, generator=generator) * (max_size - 16)
+    x2y2 = torch.minimum(xy + wh, torch.tensor([width - 1.0, height - 1.0]))
+    inst.gt_boxes = Boxes(torch.cat([xy, x2y2], dim=1))
+    inst.gt_classes = torch.randint(num_classes, (num_boxes,), generator=generator)
+    return inst
+
+
+def random_training_batch(sizes, num_boxes, num_classes, generator, max_box_size=80):
+    """detectron2 training inputs on CPU, as a data loader gives them: per (H, W) of ``sizes``
+    a uint8 (3, H, W) random image and ``instances`` of the matching count of ``num_boxes``
+    random GT boxes (:func:`random_instances`, at most ``max_box_size`` px a side)."""
+    batch = []
+    for (h, w), n in zip(sizes, num_boxes):
+        image = (torch.rand(3, h, w, generator=generator) * 255).to(torch.uint8)
+        batch.append({"image": image, "height": h, "width": w, "instances": random_instances(
+            h, w, n, num_classes, generator, max_size=max_box_size)})
+    return batch
+
+
+def num_classes_of(cfg):
+    """The number of classes a config's detector predicts: ``NUM_CLASSES`` of the config node
+    named after its meta-architecture (e.g. ``MODEL.PADET`` for PADet), else of
+    ``MODEL.RETINANET`` for a RetinaNet, else of ``MODEL.ROI_HEADS``."""
+    meta = cfg.MODEL.META_ARCHITECTURE
+    own = cfg.MODEL.get(meta.upper())
+    if own is not None and "NUM_CLASSES" in own:
+        return own.NUM_CLASSES
+    if "RetinaNet" in meta:
+        return cfg.MODEL.RETINANET.NUM_CLASSES
+    return cfg.MODEL.ROI_HEADS.NUM_CLASSES
+
+
 def without_instances(batch):
     """The inference inputs of a training batch: every key but ``instances``."""
     return [{k: v for k, v in d.items() if k != "instances"} for d in batch]
@@ -104,13 +148,27 @@ class BenchmarkTrainer(SimpleTrainer):
     optimizer is ``d2ext.solver.build_optimizer(cfg)`` (gradient clipping included, ``full_model``
     too) at a tiny learning rate so that many steps on random weights stay finite; its cost does
     not depend on the rate.
+
+    ``amp_dtype`` (torch.float16 or torch.bfloat16): the step of detectron2's ``AMPTrainer``,
+    forward and loss under ``torch.autocast`` of the model's device type with that dtype, and
+    for float16 a ``GradScaler`` around backward and the optimizer step (bfloat16 needs none;
+    ``AMPTrainer`` itself needs CUDA, this also runs on CPU). A non-finite total loss raises
+    ``FloatingPointError`` (detectron2's metrics check); the last one is ``last_total_loss``.
     """
 
-    def __init__(self, cfg, model, batches, hooks=(), lr=1e-4):
+    def __init__(self, cfg, model, batches, hooks=(), lr=1e-4, amp_dtype=None):
         cfg = cfg.clone()
         cfg.defrost()
         cfg.SOLVER.BASE_LR = lr
         super().__init__(model, itertools.cycle(batches), build_optimizer(cfg, model))
+        self.amp_dtype = amp_dtype
+        self.device_type = next(model.parameters()).device.type
+        self.grad_scaler = None
+        if amp_dtype == torch.float16:
+            # torch.amp.GradScaler(device) from torch 2.3; torch.cuda.amp's before (deprecated)
+            scaler = getattr(torch.amp, "GradScaler", None)
+            self.grad_scaler = (scaler(self.device_type) if scaler is not None
+                                else torch.cuda.amp.GradScaler())
         self.register_hooks(list(hooks))
         self.start_iter, self.max_iter = 0, cfg.SOLVER.MAX_ITER
         self.storage = EventStorage(0)
@@ -126,6 +184,33 @@ class BenchmarkTrainer(SimpleTrainer):
             self.run_step()
             self.after_step()
         self.iter += 1
+
+    @property
+    def last_total_loss(self):
+        """The total loss of the latest step (detectron2's ``total_loss`` metric)."""
+        return self.storage.history("total_loss").latest()
+
+    def run_step(self):
+        """SimpleTrainer's step, or with ``amp_dtype`` AMPTrainer's (see the class docstring)."""
+        if self.amp_dtype is None:
+            super().run_step()
+            return
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.autocast(device_type=self.device_type, dtype=self.amp_dtype):
+            loss_dict = self.model(data)
+            losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        if self.grad_scaler is None:
+            losses.backward()
+            self._write_metrics(loss_dict, data_time)
+            self.optimizer.step()
+        else:
+            self.grad_scaler.scale(losses).backward()
+            self._write_metrics(loss_dict, data_time)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
 
 
 @torch.no_grad()
@@ -182,6 +267,66 @@ def count_macs(model, inputs, extra=None):
     return sum(counts)
 
 
+def _read_status_kib(field):
+    """A ``kB`` field of /proc/self/status (e.g. VmRSS, VmHWM); None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss():
+    """Reset the process's peak RSS (VmHWM) to its current RSS; False where Linux refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """``with PeakMemory(device) as m: ...``; then ``m.mib`` is the block's peak memory in MiB:
+    on CUDA ``torch.cuda.max_memory_allocated`` (peak statistics reset on entry, so it includes
+    the tensors alive on entry); on CPU the growth of the process's peak resident set over the
+    resident set on entry (VmHWM - VmRSS of /proc/self/status, VmHWM reset on entry through
+    /proc/self/clear_refs). None where that is unavailable (no /proc, or a refused reset).
+    ``PeakMemory.describe(device)`` says which of them is measured."""
+
+    def __init__(self, device):
+        self.cuda = str(device).startswith("cuda")
+        self.mib = None
+        self._start_kib = None
+
+    @staticmethod
+    def describe(device):
+        if str(device).startswith("cuda"):
+            return "peak memory: torch.cuda.max_memory_allocated, reset per row"
+        return ("peak memory: growth of the process's peak RSS over the row (VmHWM - VmRSS at "
+                "the start, /proc/self/status; VmHWM reset per row via /proc/self/clear_refs)")
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        elif _reset_peak_rss():
+            self._start_kib = _read_status_kib("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.mib = torch.cuda.max_memory_allocated() / 2 ** 20
+        elif self._start_kib is not None:
+            peak = _read_status_kib("VmHWM")
+            self.mib = None if peak is None else (peak - self._start_kib) / 1024
+        return False
+
+
 def _sync(device):
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
@@ -221,15 +366,17 @@ class Row:
     per: int = 1
 
 
-def benchmark_header(title, args, extra=""):
-    """Markdown header naming the device, torch's thread count and the timing settings."""
+def benchmark_header(title, args, extra="", interleaved=True):
+    """Markdown header naming the device, torch's version and thread count and the timing
+    settings (``interleaved``: the models' steps alternate round-robin)."""
     device = args.device
     if device.startswith("cuda"):
         device += f" ({torch.cuda.get_device_name()})"
     lines = [f"## {title}", "",
-             f"device {device}, torch threads {torch.get_num_threads()}, "
-             f"{args.iters} timed iterations after {args.warmup} warm-up (median), "
-             f"interleaved round-robin" + (f"; {extra}" if extra else "")]
+             f"device {device}, torch {torch.__version__}, torch threads "
+             f"{torch.get_num_threads()}, {args.iters} timed iterations after {args.warmup} "
+             "warm-up (median)" + (", interleaved round-robin" if interleaved else "")
+             + (f"; {extra}" if extra else "")]
     return "\n".join(lines)
 
 

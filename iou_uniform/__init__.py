@@ -5,7 +5,9 @@ from . import roi_heads as _  # registration  # noqa: F811
 from .cascade_roi_heads import IoUUniformCascadeROIHeads
 from .config import add_iou_uniform_config
 from .roi_heads import IoUUniformROIHeads
-from .sample_generator import IoUUniformSampleGenerator, IoUUniformSamples
+from .sample_generator import (
+    IoUUniformSampleGenerator, IoUUniformSamples, check_samples_exact,
+)
 
 __all__ = [
     "add_iou_uniform_config",
@@ -13,4 +15,5 @@ __all__ = [
     "IoUUniformROIHeads",
     "IoUUniformSampleGenerator",
     "IoUUniformSamples",
+    "check_samples_exact",
 ]

@@ -11,6 +11,9 @@ generator, so ``torch.manual_seed`` (and detectron2's seeding) reproduces them.
 An image with more than ``max_gts`` GTs gets samples around ``max_gts`` of them, drawn at random
 (``torch.randperm``): time and memory grow with the GTs that get samples (docs/iou_uniform.md).
 The argmax filter still compares each sample with every GT of the image.
+
+:func:`check_samples_exact` is the generator's exactness check on the GTs' device (its tests
+and ``tools/gpu_smoke.py`` run it; random numbers come from numpy on CPU, from torch elsewhere).
 """
 from dataclasses import dataclass
 from typing import Sequence, Tuple
@@ -19,10 +22,11 @@ import numpy as np
 import torch
 
 from detectron2.config import configurable
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, pairwise_iou
 
 __all__ = [
-    "IoUUniformSamples", "IoUUniformSampleGenerator", "intervals_from_boundaries", "paired_iou"
+    "IoUUniformSamples", "IoUUniformSampleGenerator", "intervals_from_boundaries", "paired_iou",
+    "check_samples_exact",
 ]
 
 
@@ -260,3 +264,59 @@ class IoUUniformSampleGenerator:
             gt_inds=own_inds.index_select(0, flat // (J * A)),
             interval_inds=flat // A % J,
         )
+
+
+def check_samples_exact(generator, gt_boxes, image_size):
+    """Check ``generator`` exactly on ``gt_boxes`` ((K, 4) tensor or Boxes) on their device.
+
+    Samples of one call ``generator(gt_boxes, image_size)``: each IoU target equals its IoU with
+    its own GT recomputed by :func:`paired_iou`, bit for bit (``ious_exact``), and lies in its
+    interval (``ious_in_intervals``); boxes lie inside the image (``inside_image``); at most
+    ``num_per_interval`` per (GT, interval) (``caps_hold``), no box twice (``no_duplicates``);
+    with the argmax filter and K > 1 its own GT is the argmax of detectron2's ``pairwise_iou``
+    over all GTs, ties to the lowest index (``argmax_holds``; None without the filter).
+    Candidates of a fresh draw around every GT: on every interval survivor the filter's rival
+    test equals that brute-force argmax (``filter_equals_brute_force``; None for K < 2).
+
+    Returns those checks, ``passed`` (all that apply hold), the device, the counts ``num_gts``,
+    ``num_samples``, ``num_candidates`` (interval survivors of the fresh draw),
+    ``filter_kept_fraction`` (of them) and ``iou_max_abs_error`` (recomputed vs target).
+    """
+    gt = (gt_boxes.tensor if isinstance(gt_boxes, Boxes) else gt_boxes).float()
+    dev, (h, w), J = gt.device, image_size, generator.num_intervals
+    bounds = generator.intervals.to(dev)
+    s = generator(gt, image_size)
+    error = (paired_iou(s.boxes, gt[s.gt_inds]) - s.ious).abs()
+    per_group = torch.bincount(s.gt_inds * J + s.interval_inds, minlength=len(gt) * J)
+    checks = {
+        "ious_exact": bool((error == 0).all()),
+        "ious_in_intervals": bool(((s.ious > bounds[s.interval_inds, 0])
+                                   & (s.ious <= bounds[s.interval_inds, 1])).all()),
+        "inside_image": bool(((s.boxes >= 0).all() & (s.boxes[:, [0, 2]] <= w).all()
+                              & (s.boxes[:, [1, 3]] <= h).all())),
+        "caps_hold": bool((per_group <= generator.num_per_interval).all()),
+        "no_duplicates": len(torch.unique(s.boxes, dim=0)) == len(s),
+        "argmax_holds": None,
+        "filter_equals_brute_force": None,
+    }
+    if generator.argmax_filter and len(gt) > 1:
+        best = pairwise_iou(Boxes(s.boxes), Boxes(gt)).argmax(dim=1)
+        checks["argmax_holds"] = bool((best == s.gt_inds).all())
+    num_candidates, kept = 0, None
+    if len(gt) > 1:
+        planes = generator._draw_candidates(gt, image_size)  # (4, K, J, A)
+        boxes = planes.view(4, -1).t()
+        group = torch.arange(planes[0].numel(), device=dev) // generator.num_attempts
+        own = group // J
+        ious = paired_iou(boxes, gt[own])
+        m = (ious > bounds[group % J, 0]) & (ious <= bounds[group % J, 1])
+        fast = generator._own_gt_is_best(boxes[m], ious[m], group[m], gt)
+        brute = pairwise_iou(Boxes(boxes[m]), Boxes(gt)).argmax(dim=1) == own[m]
+        checks["filter_equals_brute_force"] = bool(torch.equal(fast, brute))
+        num_candidates, kept = int(m.sum()), fast.float().mean().item()
+    return {
+        "device": str(dev), "num_gts": len(gt), "num_samples": len(s),
+        "num_candidates": num_candidates, "filter_kept_fraction": kept,
+        "iou_max_abs_error": error.max().item() if len(s) else 0.0, **checks,
+        "passed": all(v for v in checks.values() if v is not None),
+    }

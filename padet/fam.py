@@ -73,5 +73,8 @@ class FeatureAlignmentModule(nn.Module):
     def forward(self, h, apm_deltas):
         if self.mode == "none":
             return h
-        y = deform_conv2d(h, self.offsets(h, apm_deltas), self.weight, padding=(1, 1))
+        # float32 under autocast (no-op otherwise): torchvision's CPU kernel has no bfloat16,
+        # and its CUDA autocast wrapper computes in float32 as well
+        y = deform_conv2d(h.float(), self.offsets(h, apm_deltas).float(), self.weight,
+                          padding=(1, 1))
         return torch.relu(self.norm(y))

@@ -3,9 +3,9 @@ backward on odd-sized random images, an empty-GT image, a half-empty batch and a
 Every method's tests reuse these through ``tests/test_configs.py``."""
 import torch
 
+from d2ext.benchmark import num_classes_of, random_training_batch
 from train_net import load_config
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 ODD_SIZES = ((200, 250), (200, 249))
@@ -18,36 +18,10 @@ def build_model_from_config(config_file, *opts):
     return cfg, build_model(cfg)
 
 
-def random_instances(height, width, num_boxes, num_classes, generator):
-    """``num_boxes`` random non-degenerate GT boxes (at least 16 px a side) in an image."""
-    inst = Instances((height, width))
-    xy = torch.rand(num_boxes, 2, generator=generator) * torch.tensor([width - 20, height - 20])
-    wh = 16 + torch.rand(num_boxes, 2, generator=generator) * 64
-    x1y1 = xy
-    x2y2 = torch.minimum(xy + wh, torch.tensor([width - 1.0, height - 1.0]))
-    inst.gt_boxes = Boxes(torch.cat([x1y1, x2y2], dim=1))
-    inst.gt_classes = torch.randint(num_classes, (num_boxes,), generator=generator)
-    return inst
-
-
 def make_batch(num_boxes_per_image, num_classes, sizes=ODD_SIZES, seed=0):
     """detectron2 input dicts (uint8 CHW images + ``instances``) of the given odd sizes."""
-    g = torch.Generator().manual_seed(seed)
-    batch = []
-    for (h, w), n in zip(sizes, num_boxes_per_image):
-        image = (torch.rand(3, h, w, generator=g) * 255).to(torch.uint8)
-        batch.append({"image": image, "height": h, "width": w,
-                      "instances": random_instances(h, w, n, num_classes, g)})
-    return batch
-
-
-def num_classes_of(cfg):
-    meta = cfg.MODEL.META_ARCHITECTURE
-    if meta == "RetinaNet" or "RetinaNet" in meta:
-        return cfg.MODEL.RETINANET.NUM_CLASSES
-    if meta == "PADet":  # every config has MODEL.PADET (add_all_configs); only PADet uses it
-        return cfg.MODEL.PADET.NUM_CLASSES
-    return cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    return random_training_batch(sizes, num_boxes_per_image, num_classes,
+                                 torch.Generator().manual_seed(seed))
 
 
 def train_step(model, batch):

@@ -20,8 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import rga_prm  # noqa: E402
-from train_net import load_config  # noqa: E402  (every method registered)
+from train_net import load_config, method_hooks  # noqa: E402  (every method registered)
 from d2ext.benchmark import (  # noqa: E402
     BenchmarkTrainer, InferenceRunner, Row, add_benchmark_arguments, benchmark_header,
     build_benchmark_model, markdown_table, print_report, shapes_batches, time_interleaved,
@@ -33,11 +32,6 @@ build = functools.partial(build_benchmark_model, load_config)
 BASELINE = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
 RGA = "configs/shapes/rga_R_18_FPN.yaml"
 PRM = "configs/shapes/rga_prm_R_18_FPN.yaml"
-
-
-def train_hooks(cfg):
-    """The method hooks train_net.Trainer.build_hooks adds for this config."""
-    return [rga_prm.GradientAnnealingHook.from_config(cfg)] if cfg.MODEL.RGA.ENABLED else []
 
 
 def main(argv=None):
@@ -54,7 +48,7 @@ def main(argv=None):
         "train_prm": build(PRM, [*args.opts, "MODEL.RGA.ENABLED", "False"], args.device,
                            baseline),
     }
-    steps = {key: BenchmarkTrainer(c, m, batches, hooks=train_hooks(c)).step
+    steps = {key: BenchmarkTrainer(c, m, batches, hooks=method_hooks(c)).step
              for key, (c, m) in train_models.items()}
     # untrained copies for inference, so that every iteration infers with the same weights
     runners = {

@@ -7,7 +7,7 @@ import iou_uniform.sample_generator as sg
 from train_net import add_all_configs
 from detectron2.config import get_cfg
 from detectron2.structures import Boxes, pairwise_iou
-from iou_uniform import IoUUniformSampleGenerator
+from iou_uniform import IoUUniformSampleGenerator, check_samples_exact
 
 INTERVALS = [(0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 1.0)]
 
@@ -98,26 +98,49 @@ def test_crowded_100_gts_batched_without_loop(monkeypatch):
     assert len(s_no_filter) > len(s)
 
 
-def test_argmax_filter_equals_brute_force_over_all_gts():
-    """The filter only compares a candidate with GTs that overlap its own (Jaccard distance is a
-    metric); on crowded GTs it must agree exactly with the argmax over all GTs."""
-    torch.manual_seed(0)
+def crowded_gts_with_duplicates(device="cpu"):
     g = torch.Generator().manual_seed(4)
     xy = torch.rand(60, 2, generator=g) * 150
     gt = torch.cat([xy, xy + 8 + torch.rand(60, 2, generator=g) * 60], 1)
-    gt = torch.cat([gt, gt[:5]])  # exact duplicates: ties go to the lowest index
-    gen = default_generator()
-    planes = gen._draw_candidates(gt, (300, 300))  # (4, K, J, A)
-    boxes = planes.view(4, -1).t()
-    group = torch.arange(planes[0].numel()) // gen.num_attempts  # GT index * J + interval
-    own = group // gen.num_intervals
-    ious = sg.paired_iou(boxes, gt[own])
-    bounds = gen.intervals[group % gen.num_intervals]
-    m = (ious > bounds[:, 0]) & (ious <= bounds[:, 1])
-    fast = gen._own_gt_is_best(boxes[m], ious[m], group[m], gt)
-    brute = pairwise_iou(Boxes(boxes[m]), Boxes(gt)).argmax(dim=1) == own[m]
-    assert m.sum() > 10000 and 0.5 < fast.float().mean() < 1.0
-    assert torch.equal(fast, brute)
+    return torch.cat([gt, gt[:5]]).to(device)  # exact duplicates: ties go to the lowest index
+
+
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                         reason="needs CUDA"))])
+def test_argmax_filter_equals_brute_force_over_all_gts(device):
+    """The filter only compares a candidate with GTs that overlap its own (Jaccard distance is a
+    metric); on crowded GTs it must agree exactly with the argmax over all GTs, and the samples'
+    IoU targets must equal their recomputed IoUs bit for bit (``check_samples_exact``, which
+    tools/gpu_smoke.py runs on the GPU)."""
+    torch.manual_seed(0)
+    r = check_samples_exact(default_generator(), crowded_gts_with_duplicates(device), (300, 300))
+    assert r["device"].startswith(device) and r["passed"], r
+    assert r["filter_equals_brute_force"] and r["argmax_holds"] and r["ious_exact"]
+    assert r["num_candidates"] > 10000 and 0.5 < r["filter_kept_fraction"] < 1.0
+    assert r["num_samples"] > 1000 and r["iou_max_abs_error"] == 0.0
+
+
+def test_exactness_check_finds_a_wrong_filter(monkeypatch):
+    """``check_samples_exact`` fails a filter that keeps every candidate, and wrong targets."""
+    gen, gt = default_generator(), crowded_gts_with_duplicates()
+    monkeypatch.setattr(gen, "_own_gt_is_best", lambda boxes, *a: torch.ones(
+        len(boxes), dtype=torch.bool))
+    r = check_samples_exact(gen, gt, (300, 300))
+    assert not r["passed"] and not r["filter_equals_brute_force"] and not r["argmax_holds"]
+    assert r["ious_exact"] and r["caps_hold"]
+    monkeypatch.undo()
+    real = gen.__call__
+
+    def shifted(*args):
+        s = real(*args)
+        s.ious[0] += 1e-6
+        return s
+
+    monkeypatch.setattr(sg.IoUUniformSampleGenerator, "__call__", lambda self, *a: shifted(*a))
+    r = check_samples_exact(gen, gt, (300, 300))
+    assert not r["passed"] and not r["ious_exact"] and r["filter_equals_brute_force"]
+    assert r["iou_max_abs_error"] > 0
 
 
 def test_no_gt_and_degenerate_gt():
