@@ -73,5 +73,9 @@ class FeatureAlignmentModule(nn.Module):
     def forward(self, h, apm_deltas):
         if self.mode == "none":
             return h
-        y = deform_conv2d(h, self.offsets(h, apm_deltas), self.weight, padding=(1, 1))
+        # in the weight's dtype (float32 under AMP), as torchvision's CUDA autocast kernel runs
+        # it; its CPU kernel has no bfloat16
+        dtype = self.weight.dtype
+        y = deform_conv2d(h.to(dtype), self.offsets(h, apm_deltas).to(dtype), self.weight,
+                          padding=(1, 1))
         return torch.relu(self.norm(y))

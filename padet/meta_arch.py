@@ -197,7 +197,7 @@ class PADet(nn.Module):
     def inference(self, promoted, apm_logits, cls_logits, reg_deltas, image_sizes):
         """Per image: drop anchors with p < theta, decode against the promoted anchors, clip,
         keep class scores > SCORE_THRESH_TEST, per-class soft-NMS, top TEST.DETECTIONS_PER_IMAGE."""
-        probs = cls_logits.softmax(dim=-1)[..., : self.num_classes]
+        probs = cls_logits.float().softmax(dim=-1)[..., : self.num_classes]  # float32 (AMP)
         results = []
         for i, image_size in enumerate(image_sizes):
             k = (apm_logits[i].sigmoid() >= self.theta if self.apm_cls
