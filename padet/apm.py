@@ -130,8 +130,8 @@ class AnchorPromotionModule(nn.Module):
 
     def losses(self, anchors, logits, deltas, gt_labels, gt_boxes):
         """L_apm (§3.3) for flattened logits (N, M), deltas (N, M, 4) and matched targets: the
-        terms of the built branches (``loss_apm_cls`` = L_b, ``loss_apm_box_reg`` = L_r; None
-        for a branch that is not built)."""
+        terms of the built branches, ``loss_apm_cls`` = L_b and ``loss_apm_box_reg`` = L_r
+        (``logits`` / ``deltas`` is None for a branch that is not built: no term)."""
         pos, neg = gt_labels == 1, gt_labels == 0
         num_pos = pos.sum().item()
         normalizer = max(num_pos, 1)
