@@ -56,13 +56,16 @@ def _batches(model, mapper, dataset_dicts, input_size, batch_size):
         features = [features[f] for f in model.apm.in_features]
         logit_maps, delta_maps = model.apm.predict(features)
         anchors = model.apm.anchors(features, images.tensor.shape[-2:])
-        yield gts, features, anchors, flatten_anchor_maps(logit_maps, 1).squeeze(-1), delta_maps
+        yield gts, features, anchors, model.apm.flatten(logit_maps, None)[0], delta_maps
 
 
 @torch.no_grad()
 def anchor_balance(model, mapper, dataset_dicts, input_size, batch_size=4):
     """Figure 1 / Figure 2 statistics of ``model`` (a PADet) on ``dataset_dicts``, read through
     ``mapper`` (the inference PADet mapper: square warp to ``input_size``)."""
+    if not (model.apm_cls and model.apm_reg):
+        raise ValueError("anchor_balance needs both APM branches (MODEL.PADET.APM_CLS and "
+                         "APM_REG True): it compares APM_C, APM_R and APM_CR")
     model.eval()
     counts = {k: [0, 0] for k in ("initial", "APM_C", "APM_R", "APM_CR")}
     ious = {"initial": [], "promoted": []}
@@ -93,9 +96,11 @@ def box_regression(model, mapper, dataset_dicts, input_size, batch_size=4):
     """Per module ("apm": deltas of the initial anchors; "det": deltas relative to the detection
     module's reference anchors, promoted or initial) and per decoded level: the positives, the
     correlation of predicted and target (dx, dy, dw, dh), and the mean smooth-L1 per delta of
-    the prediction and of a zero prediction."""
+    the prediction and of a zero prediction. No "apm" entry without the APM's adjustment
+    branch (``MODEL.PADET.APM_REG`` False)."""
     model.eval()
-    found = {"apm": [], "det": []}  # (level, predicted, target) per batch
+    # (level, predicted, target) per batch
+    found = {"apm": [], "det": []} if model.apm_reg else {"det": []}
     for gts, features, anchors, logits, delta_maps in _batches(
             model, mapper, dataset_dicts, input_size, batch_size):
         sizes = [x.shape[-2] * x.shape[-1] * a
@@ -103,13 +108,14 @@ def box_regression(model, mapper, dataset_dicts, input_size, batch_size=4):
         dev = anchors.device
         level = torch.repeat_interleave(torch.arange(len(sizes), device=dev),
                                         torch.tensor(sizes, device=dev))
-        apm_deltas = flatten_anchor_maps(delta_maps, 4)
-        labels, matched = model.apm.label_anchors(anchors, gts)
-        pos = labels == 1
-        initial = anchors.expand(len(gts), -1, -1)
-        target = model.apm.box2box_transform.get_deltas(initial[pos], matched[pos])
-        found["apm"].append((level.expand_as(pos)[pos], apm_deltas[pos], target))
-        ref = model.apm.promote(anchors, apm_deltas) if model.apm_reg else initial
+        apm_deltas = model.apm.flatten(None, delta_maps)[1]
+        if model.apm_reg:
+            labels, matched = model.apm.label_anchors(anchors, gts)
+            pos = labels == 1
+            target = model.apm.box2box_transform.get_deltas(
+                anchors.expand(len(gts), -1, -1)[pos], matched[pos])
+            found["apm"].append((level.expand_as(pos)[pos], apm_deltas[pos], target))
+        ref = model.apm.promote(anchors, apm_deltas, len(gts))
         det_deltas = flatten_anchor_maps(model.head(features, delta_maps)[1], 4)
         _, pos, _, matched = model.label_promoted(ref, logits, gts)
         target = model.box2box_transform.get_deltas(ref[pos], matched[pos])

@@ -26,11 +26,15 @@ class AnchorPromotionModule(nn.Module):
 
     Loss (§3.3): L_apm = [sum L_b + sum_pos L_r] / N_apm, BCE over positives and hard negatives
     (3:1 per image), smooth-L1 on the positives' deltas, N_apm = positives in the batch (>= 1).
+
+    Table 2's single-branch rows build one branch: ``scoring`` (APM_C, L_b only) or
+    ``adjustment`` (APM_R, L_r only); the other is not built (its outputs are None, promoted
+    anchors = initial anchors without ``adjustment``), so no parameter goes without a gradient.
     """
 
     @configurable
     def __init__(self, *, in_features, in_channels, anchor_generator, box2box_transform, matcher,
-                 hnm_ratio=3, smooth_l1_beta=1.0):
+                 hnm_ratio=3, smooth_l1_beta=1.0, scoring=True, adjustment=True):
         super().__init__()
         self.in_features = list(in_features)
         self.anchor_generator = anchor_generator
@@ -41,11 +45,11 @@ class AnchorPromotionModule(nn.Module):
         num_anchors = anchor_generator.num_anchors
         if len(num_anchors) != len(self.in_features):
             raise ValueError(f"{len(num_anchors)} anchor levels for features {self.in_features}")
-        self.objectness = nn.ModuleList(
-            nn.Conv2d(in_channels, a, 3, padding=1) for a in num_anchors)
-        self.anchor_deltas = nn.ModuleList(
-            nn.Conv2d(in_channels, 4 * a, 3, padding=1) for a in num_anchors)
-        predictor_init([*self.objectness, *self.anchor_deltas])
+        self.objectness = (nn.ModuleList(nn.Conv2d(in_channels, a, 3, padding=1)
+                                         for a in num_anchors) if scoring else None)
+        self.anchor_deltas = (nn.ModuleList(nn.Conv2d(in_channels, 4 * a, 3, padding=1)
+                                            for a in num_anchors) if adjustment else None)
+        predictor_init([*(self.objectness or ()), *(self.anchor_deltas or ())])
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -62,12 +66,26 @@ class AnchorPromotionModule(nn.Module):
             "matcher": PADetMatcher(p.IOU_THRESHOLDS),
             "hnm_ratio": p.APM_HNM_RATIO,
             "smooth_l1_beta": p.SMOOTH_L1_BETA,
+            "scoring": p.APM_CLS,
+            "adjustment": p.APM_REG,
         }
 
+    @property
+    def scoring(self):
+        """Whether the anchor-scoring branch (APM_C) is built."""
+        return self.objectness is not None
+
+    @property
+    def adjustment(self):
+        """Whether the anchor-adjustment branch (APM_R) is built."""
+        return self.anchor_deltas is not None
+
     def predict(self, features):
-        """features: list of (N, C, H, W) -> (logit maps (N, A, H, W), delta maps (N, 4A, H, W))."""
-        logits = [conv(x) for conv, x in zip(self.objectness, features)]
-        deltas = [conv(x) for conv, x in zip(self.anchor_deltas, features)]
+        """features: list of (N, C, H, W) -> (logit maps (N, A, H, W), delta maps (N, 4A, H, W));
+        None for a branch that is not built."""
+        logits = [conv(x) for conv, x in zip(self.objectness, features)] if self.scoring else None
+        deltas = ([conv(x) for conv, x in zip(self.anchor_deltas, features)]
+                  if self.adjustment else None)
         return logits, deltas
 
     def anchors(self, features, image_size):
@@ -75,12 +93,22 @@ class AnchorPromotionModule(nn.Module):
         grids = [x.shape[-2:] for x in features]
         return self.anchor_generator(grids, image_size, features[0].device)
 
-    def promote(self, anchors, deltas):
-        """Promoted anchors (N, M, 4), detached: decode(deltas (N, M, 4), anchors (M, 4)).
+    @staticmethod
+    def flatten(logit_maps, delta_maps):
+        """``predict``'s maps in anchor order: logits (N, M) and deltas (N, M, 4), or None."""
+        logits = None if logit_maps is None else flatten_anchor_maps(logit_maps, 1).squeeze(-1)
+        deltas = None if delta_maps is None else flatten_anchor_maps(delta_maps, 4)
+        return logits, deltas
+
+    def promote(self, anchors, deltas, num_images=None):
+        """Promoted anchors (N, M, 4), detached: decode(deltas (N, M, 4), anchors (M, 4)); the
+        initial anchors repeated ``num_images`` times when ``deltas`` is None (no adjustment).
 
         dw, dh are clamped from below like detectron2 clamps them from above, so that a promoted
         anchor never collapses to zero size (it is the reference box of the detection module).
         """
+        if deltas is None:
+            return anchors.expand(num_images, -1, -1)
         _, _, ww, wh = self.box2box_transform.weights
         min_log_scale = -self.box2box_transform.scale_clamp * deltas.new_tensor([ww, wh])
         deltas = deltas.detach()
@@ -101,38 +129,43 @@ class AnchorPromotionModule(nn.Module):
         return torch.stack(labels), torch.stack(matched)
 
     def losses(self, anchors, logits, deltas, gt_labels, gt_boxes):
-        """L_apm (§3.3) for flattened logits (N, M), deltas (N, M, 4) and matched targets."""
+        """L_apm (§3.3) for flattened logits (N, M), deltas (N, M, 4) and matched targets: the
+        terms of the built branches, ``loss_apm_cls`` = L_b and ``loss_apm_box_reg`` = L_r
+        (``logits`` / ``deltas`` is None for a branch that is not built: no term)."""
         pos, neg = gt_labels == 1, gt_labels == 0
-        bce = F.binary_cross_entropy_with_logits(logits, pos.to(logits.dtype), reduction="none")
-        keep = pos | hard_negative_mask(bce, pos, neg, self.hnm_ratio)
         num_pos = pos.sum().item()
         normalizer = max(num_pos, 1)
-        target = self.box2box_transform.get_deltas(
-            anchors.expand_as(gt_boxes)[pos], gt_boxes[pos])
         storage = get_event_storage()
-        storage.put_scalar("padet/apm_num_pos_per_image", num_pos / len(logits))
-        storage.put_scalar("padet/apm_num_neg_per_image", neg.sum().item() / len(logits))
-        return {
-            "loss_apm_cls": bce[keep].sum() / normalizer,
-            "loss_apm_box_reg": smooth_l1_loss(
-                deltas[pos], target, self.smooth_l1_beta, reduction="sum") / normalizer,
-        }
+        storage.put_scalar("padet/apm_num_pos_per_image", num_pos / len(gt_labels))
+        storage.put_scalar("padet/apm_num_neg_per_image", neg.sum().item() / len(gt_labels))
+        losses = {}
+        if logits is not None:
+            bce = F.binary_cross_entropy_with_logits(
+                logits, pos.to(logits.dtype), reduction="none")
+            keep = pos | hard_negative_mask(bce, pos, neg, self.hnm_ratio)
+            losses["loss_apm_cls"] = bce[keep].sum() / normalizer
+        if deltas is not None:
+            target = self.box2box_transform.get_deltas(
+                anchors.expand_as(gt_boxes)[pos], gt_boxes[pos])
+            losses["loss_apm_box_reg"] = smooth_l1_loss(
+                deltas[pos], target, self.smooth_l1_beta, reduction="sum") / normalizer
+        return losses
 
     def forward(self, images, features, gt_instances=None):
         """detectron2's proposal-generator contract: per-image Instances with every promoted
-        anchor (``proposal_boxes``, detached, anchor order) and ``objectness_logits``; losses in
+        anchor (``proposal_boxes``, detached, anchor order; the initial anchors without the
+        adjustment branch) and ``objectness_logits`` (with the scoring branch); losses in
         training."""
         features = [features[f] for f in self.in_features]
-        logit_maps, delta_maps = self.predict(features)
+        logits, deltas = self.flatten(*self.predict(features))
         anchors = self.anchors(features, images.tensor.shape[-2:])
-        logits = flatten_anchor_maps(logit_maps, 1).squeeze(-1)
-        deltas = flatten_anchor_maps(delta_maps, 4)
-        promoted = self.promote(anchors, deltas)
+        promoted = self.promote(anchors, deltas, len(images))
         proposals = []
         for i, image_size in enumerate(images.image_sizes):
             inst = Instances(image_size)
             inst.proposal_boxes = Boxes(promoted[i])
-            inst.objectness_logits = logits[i]
+            if logits is not None:
+                inst.objectness_logits = logits[i]
             proposals.append(inst)
         losses = {}
         if self.training:

@@ -51,9 +51,11 @@ class PADetDetectionHead(nn.Module):
         }
 
     def forward(self, features, apm_delta_maps):
-        """Per-level class logit maps (N, A(C+1), H, W) and delta maps (N, 4A, H, W)."""
+        """Per-level class logit maps (N, A(C+1), H, W) and delta maps (N, 4A, H, W).
+        ``apm_delta_maps`` is None without the APM's adjustment branch (FAM "none", "implicit")."""
         logits, deltas = [], []
-        for i, (x, apm_deltas) in enumerate(zip(features, apm_delta_maps)):
+        for i, x in enumerate(features):
+            apm_deltas = None if apm_delta_maps is None else apm_delta_maps[i]
             y = self.fams[i](self.convs[i](x), apm_deltas)
             logits.append(self.cls_score[i](y))
             deltas.append(self.bbox_pred[i](y))

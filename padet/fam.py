@@ -73,8 +73,9 @@ class FeatureAlignmentModule(nn.Module):
     def forward(self, h, apm_deltas):
         if self.mode == "none":
             return h
-        # float32 under autocast (no-op otherwise): torchvision's CPU kernel has no bfloat16,
-        # and its CUDA autocast wrapper computes in float32 as well
-        y = deform_conv2d(h.float(), self.offsets(h, apm_deltas).float(), self.weight,
+        # in the weight's dtype (float32 under AMP), as torchvision's CUDA autocast kernel runs
+        # it; its CPU kernel has no bfloat16
+        dtype = self.weight.dtype
+        y = deform_conv2d(h.to(dtype), self.offsets(h, apm_deltas).to(dtype), self.weight,
                           padding=(1, 1))
         return torch.relu(self.norm(y))

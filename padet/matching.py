@@ -9,9 +9,14 @@ __all__ = ["PADetMatcher"]
 
 
 class PADetMatcher:
-    """SSD matching: every GT's best-IoU anchor is positive and assigned to *that* GT; any other
-    anchor with IoU >= high to some GT is positive (its best GT); IoU < low to every GT is
-    negative; the rest are ignored.
+    """SSD matching: every GT's best-IoU anchor is positive and assigned to *that* GT, provided
+    that IoU is above 0; any other anchor with IoU >= high to some GT is positive (its best GT);
+    IoU < low to every GT is negative; the rest are ignored.
+
+    The forced best anchor is the only low-quality match: detectron2's
+    ``allow_low_quality_matches`` would also make every anchor tied at a GT's best IoU positive,
+    i.e. every anchor when that GT overlaps none (best IoU 0). A GT that overlaps no anchor has
+    no positive.
 
     ``__call__(gt_boxes, anchors)`` returns (matched GT index (M,), label (M,)) with label 1
     positive, 0 negative, -1 ignored; an image without GT gives all-negative labels.
@@ -22,13 +27,15 @@ class PADetMatcher:
         if not 0 <= low <= high <= 1:
             raise ValueError(f"MODEL.PADET.IOU_THRESHOLDS must be 0 <= low <= high <= 1, "
                              f"got {list(thresholds)}")
-        self.matcher = Matcher([low, high], [0, -1, 1], allow_low_quality_matches=True)
+        self.matcher = Matcher([low, high], [0, -1, 1], allow_low_quality_matches=False)
 
     def __call__(self, gt_boxes: Boxes, anchors: Boxes):
         iou = pairwise_iou(gt_boxes, anchors)  # (G, M)
         matches, labels = self.matcher(iou)
         if len(gt_boxes) > 0:
-            best_anchor = iou.argmax(dim=1)  # forced: each GT keeps its own best anchor
-            matches[best_anchor] = torch.arange(len(gt_boxes), device=matches.device)
+            best_iou, best_anchor = iou.max(dim=1)  # forced: each GT keeps its own best anchor
+            gt_idx = torch.arange(len(gt_boxes), device=matches.device)[best_iou > 0]
+            best_anchor = best_anchor[best_iou > 0]
+            matches[best_anchor] = gt_idx
             labels[best_anchor] = 1
         return matches, labels

@@ -31,8 +31,11 @@ class PADet(nn.Module):
     inference drops anchors with p < theta, keeps class scores > 0.01, runs per-class soft-NMS
     and keeps the top 300 per image (§3.3 "Inference").
 
-    Table 2's components can be switched off: ``apm_cls`` (APM_C, the theta rule) and
-    ``apm_reg`` (APM_R, promotion); with both off the APM is not used or trained at all.
+    Table 2's components can be switched off in the APM (``MODEL.PADET.APM_CLS`` /
+    ``APM_REG``, the APM's ``scoring`` / ``adjustment`` branch): without scoring (APM_C) there
+    is no theta rule and no L_b, without adjustment (APM_R) the detection module works on the
+    initial anchors and there is no APM L_r; with both off only the anchors of the APM remain.
+    A branch that is off is not built, so every parameter trains in every row.
     """
 
     @configurable
@@ -40,13 +43,12 @@ class PADet(nn.Module):
                  box2box_transform, matcher, theta=0.01, det_hnm_ratio=3, smooth_l1_beta=1.0,
                  score_thresh_test=0.01, soft_nms_method="linear", soft_nms_iou_thresh=0.3,
                  soft_nms_sigma=0.5, soft_nms_min_score=0.001, pre_nms_topk_per_class=0,
-                 detections_per_image=300, iou_balanced=None, apm_cls=True, apm_reg=True):
+                 detections_per_image=300, iou_balanced=None):
         super().__init__()
-        if not (apm_cls or apm_reg) and head.uses_apm_deltas:
+        if not apm.adjustment and head.uses_apm_deltas:
             raise ValueError(
-                "MODEL.PADET.APM_CLS and APM_REG are both False (no APM), but the FAM offsets of "
-                "MODEL.PADET.FAM_MODE come from the APM's deltas: use 'none' or 'implicit'")
-        self.apm_cls, self.apm_reg = apm_cls, apm_reg
+                "MODEL.PADET.APM_REG is False (no anchor-adjustment branch), but the FAM offsets "
+                "of MODEL.PADET.FAM_MODE come from the APM's deltas: use 'none' or 'implicit'")
         self.backbone, self.apm, self.head = backbone, apm, head
         self.num_classes = num_classes
         self.box2box_transform, self.matcher = box2box_transform, matcher
@@ -90,9 +92,17 @@ class PADet(nn.Module):
             "pre_nms_topk_per_class": p.PRE_NMS_TOPK_PER_CLASS,
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "iou_balanced": iou_balanced_options(cfg) if p.IOU_BALANCED else None,
-            "apm_cls": p.APM_CLS,
-            "apm_reg": p.APM_REG,
         }
+
+    @property
+    def apm_cls(self):
+        """Table 2 "APM_C": the APM scores anchors (theta rule, L_b)."""
+        return self.apm.scoring
+
+    @property
+    def apm_reg(self):
+        """Table 2 "APM_R": the APM promotes anchors (L_r of the APM)."""
+        return self.apm.adjustment
 
     @property
     def device(self):
@@ -111,12 +121,8 @@ class PADet(nn.Module):
         cls_maps, reg_maps = self.head(features, apm_delta_maps)
 
         anchors = self.apm.anchors(features, images.tensor.shape[-2:])
-        apm_logits = flatten_anchor_maps(apm_logit_maps, 1).squeeze(-1)
-        apm_deltas = flatten_anchor_maps(apm_delta_maps, 4)
-        if self.apm_reg:
-            promoted = self.apm.promote(anchors, apm_deltas)  # detached (RefineDet)
-        else:
-            promoted = anchors.expand(len(images), -1, -1)
+        apm_logits, apm_deltas = self.apm.flatten(apm_logit_maps, apm_delta_maps)
+        promoted = self.apm.promote(anchors, apm_deltas, len(images))  # detached (RefineDet)
         cls_logits = flatten_anchor_maps(cls_maps, self.num_classes + 1)
         reg_deltas = flatten_anchor_maps(reg_maps, 4)
 
@@ -125,7 +131,7 @@ class PADet(nn.Module):
                 raise ValueError("PADet training needs 'instances' (GT boxes) in every input")
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
             losses = {}
-            if self.apm_cls or self.apm_reg:
+            if self.apm_cls or self.apm_reg:  # the losses of the built branches
                 apm_labels, apm_gt_boxes = self.apm.label_anchors(anchors, gt_instances)
                 losses = self.apm.losses(anchors, apm_logits, apm_deltas, apm_labels, apm_gt_boxes)
             losses.update(self.losses(promoted, apm_logits, cls_logits, reg_deltas, gt_instances))
@@ -191,13 +197,11 @@ class PADet(nn.Module):
     def inference(self, promoted, apm_logits, cls_logits, reg_deltas, image_sizes):
         """Per image: drop anchors with p < theta, decode against the promoted anchors, clip,
         keep class scores > SCORE_THRESH_TEST, per-class soft-NMS, top TEST.DETECTIONS_PER_IMAGE."""
-        probs = cls_logits.softmax(dim=-1)[..., : self.num_classes]
-        keep_anchor = apm_logits.sigmoid() >= self.theta
-        if not self.apm_cls:
-            keep_anchor.fill_(True)
+        probs = cls_logits.float().softmax(dim=-1)[..., : self.num_classes]  # float32 (AMP)
         results = []
         for i, image_size in enumerate(image_sizes):
-            k = keep_anchor[i]
+            k = (apm_logits[i].sigmoid() >= self.theta if self.apm_cls
+                 else torch.ones(promoted.shape[1], dtype=torch.bool, device=promoted.device))
             boxes = self.box2box_transform.apply_deltas(reg_deltas[i][k], promoted[i][k])
             boxes = Boxes(boxes)
             boxes.clip(image_size)

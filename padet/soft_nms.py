@@ -23,7 +23,7 @@ exact). Cost: O(S * N) time, usually much less as boxes are dropped, and O(N) me
 boxes (per-class IoU matrices would need O(N^2)).
 
 Differences from Bodla's reference code: IoU uses continuous coordinates (no "+1" pixel
-convention) and is computed in float32 (detectron2's ``Boxes``); boxes already below
+convention); boxes and scores are cast to float32 (also under AMP); boxes already below
 ``score_threshold`` on input are dropped up front (the reference code drops them after the
 first decay, except when such a box is the first one picked).
 """
@@ -87,7 +87,7 @@ def batched_soft_nms(
     ids = torch.nonzero(scores >= score_threshold).squeeze(1)
     if ids.numel() == 0:
         return ids, scores[ids]
-    boxes, cur_scores = boxes[ids], scores[ids]
+    boxes, cur_scores = boxes[ids].float(), scores[ids].float()  # float32, also under AMP
     _, classes, counts = torch.unique(idxs[ids], return_inverse=True, return_counts=True)
     num_classes = len(counts)
     num_steps = int(counts.max())

@@ -1,5 +1,6 @@
 """Shared end-to-end model checks: build a shipped config on CPU, then a training forward +
-backward on odd-sized random images, an empty-GT image, a half-empty batch and an eval forward.
+backward on odd-sized random images (every trainable parameter gets a gradient), an empty-GT
+image, a half-empty batch and an eval forward.
 Every method's tests reuse these through ``tests/test_configs.py``."""
 import torch
 
@@ -34,6 +35,14 @@ def train_step(model, batch):
     return losses
 
 
+def assert_every_parameter_has_a_gradient(model, what=""):
+    """After a backward: every parameter with ``requires_grad`` has a gradient (zero is fine:
+    it is connected to the loss). A parameter without one makes DistributedDataParallel
+    (``find_unused_parameters=False``, detectron2's ``create_ddp_model``) fail."""
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"{what}: parameters without a gradient: {missing}"
+
+
 def assert_trains_and_infers(cfg, model):
     """Finite losses and gradients on odd sizes, an empty-GT image, a half-empty batch; eval."""
     n = num_classes_of(cfg)
@@ -45,6 +54,8 @@ def assert_trains_and_infers(cfg, model):
         grads = [p.grad for p in model.parameters() if p.requires_grad]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), f"no gradient, {boxes}"
         assert all(g is None or torch.isfinite(g).all() for g in grads), f"bad grad, {boxes}"
+        if boxes == (3, 2):
+            assert_every_parameter_has_a_gradient(model, f"GT counts {boxes}")
     model.eval()
     with torch.no_grad():
         outputs = model([{k: v for k, v in d.items() if k != "instances"}

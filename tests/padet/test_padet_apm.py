@@ -107,3 +107,14 @@ def test_apm_loss_is_normalised_by_its_positive_count():
     target = apm.box2box_transform.get_deltas(anchors.expand_as(gt_boxes)[pos], gt_boxes[pos])
     expected_box = smooth_l1_loss(deltas[pos], target, 1.0, reduction="sum") / num_pos
     assert torch.allclose(losses["loss_apm_box_reg"], expected_box, rtol=1e-5)
+
+
+def test_gt_overlapping_no_anchor_makes_no_anchor_positive():
+    """detectron2's low-quality matches would tie every anchor at GT 1's best IoU 0 and make all
+    of them positive; only GT 0's forced best anchor is (docs/padet.md, matching.py)."""
+    gt = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [500.0, 500.0, 510.0, 510.0]]))
+    anchors = Boxes(torch.tensor([[0.0, 0.0, 10.0, 4.0]] + [[30.0 + i, 30.0, 40.0 + i, 40.0]
+                                                            for i in range(999)]))
+    matches, labels = PADetMatcher()(gt, anchors)
+    assert (labels == 1).nonzero().flatten().tolist() == [0]
+    assert matches[0] == 0 and (labels[1:] == 0).all()
