@@ -47,7 +47,8 @@ def test_gpu_smoke_config_discovery():
     assert not any(os.path.basename(c).startswith("Base-") for c in configs)
     assert {c.split("/")[1] for c in configs} == set(tool.PAPER_FOLDERS)
     assert tool.paper_configs(["configs/padet/padet_vgg16_*.yaml"]) == [
-        "configs/padet/padet_vgg16_384.yaml", "configs/padet/padet_vgg16_384_voc0712.yaml",
-        "configs/padet/padet_vgg16_512.yaml", "configs/padet/padet_vgg16_512_voc0712.yaml"]
+        "configs/padet/padet_vgg16_384.yaml", "configs/padet/padet_vgg16_384_baseline.yaml",
+        "configs/padet/padet_vgg16_384_voc0712.yaml", "configs/padet/padet_vgg16_512.yaml",
+        "configs/padet/padet_vgg16_512_voc0712.yaml"]
     with pytest.raises(ValueError, match="matches no file"):
         tool.paper_configs(["configs/nope/*.yaml"])
