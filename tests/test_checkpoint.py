@@ -174,7 +174,9 @@ def test_trainer_loads_partial_weights_and_saves_through_project_checkpointer(
     key = "backbone.bottom_up.stem.conv1.weight"
     assert torch.equal(trainer.model.state_dict()[key], backbone[key])
     assert isinstance(trainer.checkpointer, ProjectCheckpointer)
-    assert {"trainer", "optimizer"} <= set(trainer.checkpointer.checkpointables)
+    # detectron2 main checkpoints the optimizer inside "trainer"; on 0.6 the Trainer adds it
+    kept = {"trainer"} if train_net.TRAINER_CHECKPOINTS_OPTIMIZER else {"trainer", "optimizer"}
+    assert kept <= set(trainer.checkpointer.checkpointables)
     holders = [h for h in trainer._hooks if hasattr(h, "checkpointer")]
     assert holders and all(h.checkpointer is trainer.checkpointer for h in holders)
 
