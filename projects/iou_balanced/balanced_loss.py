@@ -56,6 +56,17 @@ class IoUBalancedLoss:
         self.eta, self.lam, self.normalizer_scope = eta, lam, normalizer_scope
         self.loc_weight = IoUBalancedLocWeight(w_loc_mode, w_loc, lam)
 
+    @classmethod
+    def attach(cls, head, box_reg_loss_type_key, **options):
+        """Build the helper for a detectron2 head (``FastRCNNOutputLayers``, ``RetinaNet``) as
+        ``head.iou_balanced``: check the head's ``box_reg_loss_type`` (config key
+        ``box_reg_loss_type_key``) and register ``loc_weight`` as ``head.loc_weight`` (its
+        checkpoint keys ``...loc_weight.*``). ``options``: this class's keyword arguments."""
+        head.iou_balanced = cls(**options)
+        head.iou_balanced.check_box_reg_loss_type(head.box_reg_loss_type, box_reg_loss_type_key)
+        head.loc_weight = head.iou_balanced.loc_weight
+        return head.iou_balanced
+
     def check_box_reg_loss_type(self, box_reg_loss_type, config_key):
         """Raise ValueError if the localization loss is IoU-balanced but the host's box
         regression loss (config key ``config_key``) is not the smooth-L1 that Eq. 5-6 weights."""

@@ -50,12 +50,10 @@ class IoUBalancedFastRCNNOutputLayers(FastRCNNOutputLayers):
         if normalizer_scope != "batch":
             raise ValueError("the Faster R-CNN box head supports only MODEL.IOU_BALANCED."
                              f"NORMALIZER_SCOPE 'batch', got {normalizer_scope!r}")
-        self.iou_balanced = IoUBalancedLoss(
-            cls_enabled=cls_enabled, loc_enabled=loc_enabled, eta=eta, lam=lam,
-            w_loc_mode=w_loc_mode, w_loc=w_loc, normalizer_scope=normalizer_scope)
-        self.iou_balanced.check_box_reg_loss_type(
-            self.box_reg_loss_type, "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE")
-        self.loc_weight = self.iou_balanced.loc_weight  # checkpointed as "...loc_weight.*"
+        IoUBalancedLoss.attach(
+            self, "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", cls_enabled=cls_enabled,
+            loc_enabled=loc_enabled, eta=eta, lam=lam, w_loc_mode=w_loc_mode, w_loc=w_loc,
+            normalizer_scope=normalizer_scope)
 
     @classmethod
     def from_config(cls, cfg, input_shape):

@@ -50,12 +50,10 @@ class IoUBalancedRetinaNet(RetinaNet):
             kwargs: RetinaNet's arguments.
         """
         super().__init__(**kwargs)
-        self.iou_balanced = IoUBalancedLoss(
-            cls_enabled=cls_enabled, loc_enabled=loc_enabled, eta=eta, lam=lam,
-            w_loc_mode=w_loc_mode, w_loc=w_loc, normalizer_scope=normalizer_scope)
-        self.iou_balanced.check_box_reg_loss_type(
-            self.box_reg_loss_type, "MODEL.RETINANET.BBOX_REG_LOSS_TYPE")
-        self.loc_weight = self.iou_balanced.loc_weight  # checkpointed as "loc_weight.*"
+        IoUBalancedLoss.attach(
+            self, "MODEL.RETINANET.BBOX_REG_LOSS_TYPE", cls_enabled=cls_enabled,
+            loc_enabled=loc_enabled, eta=eta, lam=lam, w_loc_mode=w_loc_mode, w_loc=w_loc,
+            normalizer_scope=normalizer_scope)
 
     @classmethod
     def from_config(cls, cfg):
