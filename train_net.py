@@ -6,6 +6,7 @@
     python train_net.py --config-file <cfg> --resume          # continue an interrupted run
     python train_net.py --config-file <cfg> --num-gpus 8 SOLVER.IMS_PER_BATCH 16
 """
+import json
 import logging
 import os
 
@@ -16,6 +17,7 @@ import padet
 import projects.iou_balanced
 import rga_prm
 from d2ext import build_dataset_evaluator, merge_config_file, solver
+from d2ext.atomic import write_text_atomically
 from d2ext.checkpoint import MIN_LOADED_FRACTION, ProjectCheckpointer
 from d2ext.run_state import (
     MetricsJSONWriter,
@@ -196,6 +198,15 @@ def setup(args):
     return cfg
 
 
+def write_results(cfg, results):
+    """The final evaluation as ``OUTPUT_DIR/inference/results.json`` (what ``tools/ablate.py``
+    reads), written atomically by the main process; replaced by the next evaluation."""
+    if results and comm.is_main_process():
+        path = os.path.join(cfg.OUTPUT_DIR, "inference", "results.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_text_atomically(path, json.dumps(results, indent=1))
+
+
 def main(args):
     cfg = setup(args)
     if args.eval_only:
@@ -210,10 +221,13 @@ def main(args):
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
+        write_results(cfg, results)
         return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    results = trainer.train()
+    write_results(cfg, results)
+    return results
 
 
 def cli(argv=None):

@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Multi-seed ablations on shapes: train and evaluate every row of the ablation groups with every
+seed, one run at a time, and print each group's table (mean ± std over seeds, and each row's
+paired difference to its baseline on the same seeds).
+
+    python tools/ablate.py                                  # every group of the file, its seeds
+    python tools/ablate.py --groups readme --seeds 1 2 3    # some groups, some seeds
+    python tools/ablate.py --tables                         # print the tables only, train nothing
+    python tools/ablate.py --write-tables                   # regenerate the tables in the docs
+    python tools/ablate.py --check-tables                   # exit 1 when a docs table is stale
+
+Runs already in the results file are skipped, and an interrupted training continues from its
+last checkpoint, so running the same command again resumes the set (docs/results.md).
+"""
+import argparse
+import glob
+import logging
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from d2ext.ablation import (  # noqa: E402
+    AblationError,
+    group_table,
+    load_ablations,
+    read_results,
+    render_tables,
+    run_ablation,
+    stale_tables,
+)
+from d2ext.atomic import write_text_atomically  # noqa: E402
+
+ABLATIONS = "docs/results/shapes_ablations.yaml"
+RESULTS = "docs/results/shapes.json"
+
+
+def table_files():
+    """The Markdown files that may hold generated tables: README.md and docs/*.md."""
+    return [os.path.join(REPO, "README.md")] + sorted(glob.glob(os.path.join(REPO, "docs",
+                                                                            "*.md")))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ablations", default=ABLATIONS, help="the groups (default %(default)s)")
+    parser.add_argument("--results", default=RESULTS, help="the runs (default %(default)s)")
+    parser.add_argument("--output-root", default="output/ablate",
+                        help="where the runs' OUTPUT_DIRs go (default %(default)s)")
+    parser.add_argument("--groups", nargs="+", default=None, help="default: every group")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="default: the ablation file's seeds")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--tables", action="store_true", help="print the tables, train nothing")
+    mode.add_argument("--write-tables", action="store_true",
+                      help="regenerate the tables in README.md and docs/*.md")
+    mode.add_argument("--check-tables", action="store_true",
+                      help="exit 1 when a table in README.md or docs/*.md is stale")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.chdir(REPO)
+    try:
+        seeds, groups = load_ablations(args.ablations)
+        if args.groups:
+            unknown = sorted(set(args.groups) - set(groups))
+            if unknown:
+                raise AblationError(f"{args.ablations}: no group {unknown}; groups: "
+                                    f"{sorted(groups)}")
+            groups = {g: groups[g] for g in args.groups}
+        runs = read_results(args.results)
+        if args.write_tables or args.check_tables:
+            _, all_groups = load_ablations(args.ablations)
+            stale = stale_tables(table_files(), all_groups, runs, args.results)
+            if args.check_tables:
+                for path in stale:
+                    print(f"stale tables: {os.path.relpath(path)} "
+                          "(python tools/ablate.py --write-tables)")
+                return 1 if stale else 0
+            for path in stale:
+                with open(path) as f:
+                    text = f.read()
+                write_text_atomically(path, render_tables(text, all_groups, runs, args.results))
+                print(f"wrote {os.path.relpath(path)}")
+            return 0
+        if not args.tables:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+            runs = run_ablation(groups, args.seeds or seeds, args.results, args.output_root)
+    except AblationError as e:
+        raise SystemExit(f"ablate: {e}")
+    for group, spec in groups.items():
+        print(f"\n## {group}: {spec['title']}\n")
+        print(group_table(group, spec, runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
