@@ -225,7 +225,9 @@ def main(args):
         return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    results = trainer.train()
+    trainer.train()
+    # DefaultTrainer.train returns the final evaluation only with TEST.EXPECTED_RESULTS set
+    results = getattr(trainer, "_last_eval_results", None)
     write_results(cfg, results)
     return results
 

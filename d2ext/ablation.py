@@ -331,9 +331,10 @@ def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
                     start = time.perf_counter()
                     launch(argv)
                     if output_dir == train:
-                        info = {"commit": _commit(), "machine": _machine(),
-                                "train_s": round(time.perf_counter() - start, 1)}
-                        if resumed:  # train_s then covers the last part only
+                        # a resumed run's time covers its last part only: not recorded
+                        seconds = None if resumed else round(time.perf_counter() - start, 1)
+                        info = {"commit": _commit(), "machine": _machine(), "train_s": seconds}
+                        if resumed:
                             info["resumed"] = True
                         write_text_atomically(info_path, json.dumps(info, indent=1))
                 test = test_dir(root, row, seed) if row.test_opts else train
