@@ -7,6 +7,9 @@ STAMP := $(VENV)/.install-stamp
 INSTALL_INPUTS := requirements.txt setup.cfg pyproject.toml tools/install.py \
 	tools/detectron2_dist/setup.py tools/detectron2_dist/_C.py
 DEMO_CONFIG ?= configs/shapes/faster_rcnn_R_18_FPN.yaml
+# the demo run's OUTPUT_DIR, passed to train_net.py and tools/visualize.py alike (default: the
+# shapes configs' own, output/shapes/<config name>)
+DEMO_OUTPUT ?= output/shapes/$(basename $(notdir $(DEMO_CONFIG)))
 
 # detectron2 main's source (../shared/vendor on the project's machines; absent on a user's)
 UPSTREAM_TARBALL ?= $(firstword $(wildcard ../shared/vendor/detectron2-main-*.tar.gz))
@@ -22,12 +25,16 @@ $(STAMP): $(INSTALL_INPUTS)
 	$(PYTHON) tools/install.py
 	touch $@
 
-# Trains the baseline Faster R-CNN from scratch on shapes_train and prints the COCO AP
-# table on shapes_val. --resume: running it again continues or re-evaluates the same run.
+# Trains the baseline Faster R-CNN from scratch on shapes_train and prints the COCO AP table on
+# shapes_val, then draws the trained model's detections beside the ground truth and prints the
+# picture's path ($(DEMO_OUTPUT)/visualize/detections.png). --resume: running it again
+# continues or re-evaluates the same run.
 demo: install
 	@start=$$(date +%s); \
-	$(PYTHON) train_net.py --config-file $(DEMO_CONFIG) --resume && \
-	echo "demo: wall time $$(( $$(date +%s) - start )) s"
+	$(PYTHON) train_net.py --config-file $(DEMO_CONFIG) --resume OUTPUT_DIR $(DEMO_OUTPUT) && \
+	echo "demo: training and evaluation wall time $$(( $$(date +%s) - start )) s" && \
+	$(PYTHON) tools/visualize.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUTPUT) \
+	    MODEL.WEIGHTS $(DEMO_OUTPUT)/model_final.pth
 
 test: install
 	$(PYTHON) -m pytest tests

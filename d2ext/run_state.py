@@ -5,7 +5,8 @@ overwritten (docs/training.md, "Runs and --resume").
 - :func:`default_setup`: detectron2's ``default_setup`` with ``config.yaml`` written atomically
   (``d2ext.atomic``); detectron2 rewrites it in place.
 - :class:`MetricsJSONWriter` and :class:`WriteMetricsBeforeCheckpoint`: ``metrics.json`` holds
-  every record of an iteration before its checkpoint is saved.
+  every record of an iteration before its checkpoint is saved; :func:`read_metrics` reads it
+  back, refusing a malformed line.
 - :class:`ResumableSampler` and :class:`SamplerCheckpoint`: the position of the training
   sampler's index stream, and :class:`RNGCheckpoint`: the python, numpy and torch RNG states,
   both as checkpointables (``checkpointer.checkpointables[name]``).
@@ -36,7 +37,7 @@ __all__ = [
     "MetricsJSONWriter", "RNGCheckpoint", "ResumableSampler", "ResumableTrainLoader",
     "SamplerCheckpoint", "WriteMetricsBeforeCheckpoint", "build_resumable_train_loader",
     "check_fresh_output_dir", "default_setup", "existing_run_files", "preserved_rng_states",
-    "restart_data_loader_iter", "rng_states", "set_rng_states",
+    "read_metrics", "restart_data_loader_iter", "rng_states", "set_rng_states",
 ]
 
 # files of a training run: checkpoints (model_0000099.pth, model_final.pth), detectron2's pointer
@@ -116,6 +117,26 @@ class MetricsJSONWriter(EventWriter):
 
     def close(self):
         self._file.close()
+
+
+def read_metrics(path):
+    """The records of a ``metrics.json``, in file order: one JSON object per line, each with its
+    ``"iteration"``. A line that is not such an object (a truncated write, a foreign file) raises
+    ValueError naming the file and the line number, rather than being skipped: a curve or a
+    diagnostic silently missing records would misreport the run."""
+    records = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {number}: not JSON ({e.msg}): "
+                                 f"{line.strip()[:80]!r}") from None
+            if not isinstance(record, dict) or "iteration" not in record:
+                raise ValueError(f"{path}, line {number}: not a metrics record (a JSON object "
+                                 f"with an \"iteration\"): {line.strip()[:80]!r}")
+            records.append(record)
+    return records
 
 
 class WriteMetricsBeforeCheckpoint(HookBase):

@@ -2,7 +2,8 @@
 its weights, and writing a figure with its numbers.
 
 Every program takes ``--config-file``, ``--num-images``, ``--output-dir`` (default
-``<OUTPUT_DIR>/diagnostics``) and trailing ``KEY VALUE`` config overrides, as ``train_net.py``.
+``<OUTPUT_DIR>/diagnostics``, or another folder of ``OUTPUT_DIR`` the program names) and trailing
+``KEY VALUE`` config overrides, as ``train_net.py``.
 The programs load configs with ``train_net.load_config`` (every method's node); this module
 knows no method.
 """
@@ -22,14 +23,18 @@ __all__ = ["add_tool_arguments", "tool_parser", "output_dir_of", "build_model_wi
            "load_trained_model", "pyplot", "write_figure_and_json"]
 
 
-def add_tool_arguments(parser, *, num_images=100, config_required=True):
-    """Add the options every program shares to ``parser`` (or a sub-command's parser)."""
+def add_tool_arguments(parser, *, num_images=100, config_required=True,
+                       output_subdir="diagnostics"):
+    """Add the options every program shares to ``parser`` (or a sub-command's parser); a
+    program whose figures go elsewhere than ``<OUTPUT_DIR>/diagnostics`` names its folder as
+    ``output_subdir``, and passes it to :func:`output_dir_of` too."""
     parser.add_argument("--config-file", required=config_required, default="",
                         metavar="FILE", help="path to the config file")
     parser.add_argument("--num-images", type=int, default=num_images,
                         help="images of the dataset to use")
     parser.add_argument("--output-dir", default=None,
-                        help="where NAME.png and NAME.json go (default: <OUTPUT_DIR>/diagnostics)")
+                        help="where NAME.png and NAME.json go "
+                             f"(default: <OUTPUT_DIR>/{output_subdir})")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="KEY VALUE config overrides, as in train_net.py")
     return parser
@@ -53,9 +58,9 @@ def tool_parser(doc, commands):
     return parser, parsers
 
 
-def output_dir_of(args, cfg):
-    """``--output-dir``, or ``<OUTPUT_DIR>/diagnostics`` of the config."""
-    return args.output_dir or os.path.join(cfg.OUTPUT_DIR, "diagnostics")
+def output_dir_of(args, cfg, output_subdir="diagnostics"):
+    """``--output-dir``, or ``<OUTPUT_DIR>/<output_subdir>`` of the config."""
+    return args.output_dir or os.path.join(cfg.OUTPUT_DIR, output_subdir)
 
 
 def build_model_with_weights(cfg, *, weights=None, seed=None, init_from=None):

@@ -8,22 +8,17 @@ them and plots the numbers).
 - :func:`module_scores` / :func:`scores`: the PRM modules' score distributions and their
   absolute difference on the ensemble's detections (Fig. 6).
 """
-import json
 import os
 import re
 
 import numpy as np
 import torch
 
+from d2ext.run_state import read_metrics
+
 __all__ = ["read_metrics", "positives", "accuracy", "module_scores", "scores"]
 
 FG_KEY = re.compile(r"^(.*)roi_head/num_fg_samples(_m\d+)?$")
-
-
-def read_metrics(path):
-    """detectron2's metrics.json (one JSON object per line)."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _series(metrics, key):
