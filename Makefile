@@ -16,7 +16,7 @@ UPSTREAM_TARBALL ?= $(firstword $(wildcard ../shared/vendor/detectron2-main-*.ta
 UPSTREAM_VENV ?= .venv-upstream
 UPSTREAM_STAMP := $(UPSTREAM_VENV)/.detectron2-source
 
-.PHONY: install demo test test-upstream gpu-smoke clean
+.PHONY: install demo test test-upstream gpu-smoke ablate clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest tests
+
+# Trains and evaluates the shapes ablation groups with seeds 1, 2, 3, one run at a time, skipping
+# runs already in docs/results/shapes.json, then prints the tables (docs/results.md). Resumable.
+ablate: install
+	$(PYTHON) tools/ablate.py $(ABLATE_ARGS)
 
 # A few training iterations of every paper config at its real input size, AMP off and on, and
 # the IoU-uniform generator's exactness check, on CUDA when present (docs/benchmarks.md).

@@ -35,7 +35,7 @@ import yaml
 from .atomic import write_text_atomically
 
 __all__ = ["METRICS", "TABLE_METRICS", "Row", "AblationError", "load_ablations", "run_dir",
-           "test_dir", "read_results", "write_results", "find_run", "metrics_from_results",
+           "eval_dir", "read_results", "write_results", "find_run", "metrics_from_results",
            "paired_differences", "group_table", "render_tables", "stale_tables",
            "train_net_commands", "run_ablation"]
 
@@ -138,7 +138,7 @@ def run_dir(root, row, seed):
     return os.path.join(root, stem + suffix, f"seed{seed}")
 
 
-def test_dir(root, row, seed):
+def eval_dir(root, row, seed):
     """Where a row's test-time variant is evaluated: inside its training run's directory."""
     return os.path.join(run_dir(root, row, seed), f"test-{_digest(row.test_opts)}")
 
@@ -276,7 +276,7 @@ def train_net_commands(row, seed, root):
         commands.append((train, ["--config-file", row.config, "--resume", "OUTPUT_DIR", train,
                                  "SEED", str(seed), *row.opts]))
     if row.test_opts:
-        test = test_dir(root, row, seed)
+        test = eval_dir(root, row, seed)
         if not os.path.exists(_results_json(test)):
             commands.append((test, ["--config-file", row.config, "--eval-only",
                                     "MODEL.WEIGHTS", os.path.join(train, "model_final.pth"),
@@ -337,7 +337,7 @@ def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
                         if resumed:
                             info["resumed"] = True
                         write_text_atomically(info_path, json.dumps(info, indent=1))
-                test = test_dir(root, row, seed) if row.test_opts else train
+                test = eval_dir(root, row, seed) if row.test_opts else train
                 with open(_results_json(test)) as f:
                     metrics = metrics_from_results(json.load(f))
                 info = {"commit": "unknown", "train_s": None}  # trained outside the runner

@@ -40,19 +40,22 @@ json.dump({"seed": trainer.cfg.SEED, "losses": losses, "results": results},
 
 
 def _train(tmp_path, name, iters, *opts):
-    """``iters`` iterations of the shipped shapes Faster R-CNN config (its SEED, its data-loader worker)
-    on the tiny shapes splits, in a fresh process; returns its losses and evaluation."""
+    """``iters`` iterations of the shipped shapes Faster R-CNN config (its SEED, its data-loader
+    worker) on the tiny shapes splits, in a fresh process; returns its losses and evaluation."""
     result = tmp_path / f"{name}.json"
     argv = [str(tmp_path / "shapes"), str(tmp_path / name), str(result),
-            config_path("shapes", "faster_rcnn_R_18_FPN.yaml"), "SOLVER.MAX_ITER", str(iters), *opts]
+            config_path("shapes", "faster_rcnn_R_18_FPN.yaml"), "SOLVER.MAX_ITER", str(iters),
+            *opts]
     proc = subprocess.run([sys.executable, "-c", _DRIVER, *argv], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(result.read_text())
 
 
-@pytest.mark.parametrize("config", sorted(
-    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "shapes", "*.yaml"))))
+SHAPES_CONFIGS = glob.glob(os.path.join(REPO, "configs", "shapes", "*.yaml"))
+
+
+@pytest.mark.parametrize("config", sorted(os.path.relpath(p, REPO) for p in SHAPES_CONFIGS))
 def test_every_shapes_config_sets_a_seed(config):
     assert load_config(os.path.join(REPO, config)).SEED >= 0
 

@@ -38,8 +38,8 @@ RESULTS = "docs/results/shapes.json"
 
 def table_files():
     """The Markdown files that may hold generated tables: README.md and docs/*.md."""
-    return [os.path.join(REPO, "README.md")] + sorted(glob.glob(os.path.join(REPO, "docs",
-                                                                            "*.md")))
+    docs = glob.glob(os.path.join(REPO, "docs", "*.md"))
+    return [os.path.join(REPO, "README.md")] + sorted(docs)
 
 
 def parse_args(argv=None):

@@ -1,0 +1,202 @@
+"""The multi-seed ablation runner (d2ext/ablation.py, tools/ablate.py): the shipped groups, the
+results file, the tables made from it, and a resumable run of a small ablation."""
+import json
+import os
+import re
+
+import pytest
+
+from d2ext.ablation import (
+    AblationError,
+    Row,
+    find_run,
+    group_table,
+    load_ablations,
+    read_results,
+    render_tables,
+    run_ablation,
+    run_dir,
+    stale_tables,
+    eval_dir,
+)
+from detectron2.engine import default_argument_parser
+from tests.conftest import REPO, TINY_TRAIN, TINY_VAL, load_tool
+from train_net import load_config
+
+ablate = load_tool("ablate")
+SHIPPED = os.path.join(REPO, ablate.ABLATIONS)
+PAPER_GROUPS = {"readme", "iou_uniform_table4", "iou_uniform_table6", "iou_uniform_score",
+                "iou_balanced_faster_rcnn", "iou_balanced_retinanet", "rga_prm", "padet_table2",
+                "composed"}
+
+
+def test_shipped_groups_load_and_every_row_is_a_valid_config():
+    seeds, groups = load_ablations(SHIPPED, REPO)
+    assert len(seeds) >= 3
+    assert PAPER_GROUPS <= set(groups)
+    assert [r.name for r in groups["padet_table2"]["rows"]] == ["encoder_decoder", "apm",
+                                                                "apm_fam"]
+    for spec in groups.values():
+        for row in spec["rows"]:  # unknown keys or bad values raise here
+            cfg = load_config(os.path.join(REPO, row.config), [*row.opts, *row.test_opts])
+            assert cfg.DATASETS.TEST == ("shapes_val",), row
+
+
+def test_rows_with_equal_config_and_opts_share_their_training_run():
+    _, groups = load_ablations(SHIPPED, REPO)
+    table4 = {r.name: r for r in groups["iou_uniform_table4"]["rows"]}
+    # "+ uniform samples" is "+ EFO" evaluated without EFO: one trained model per seed
+    assert run_dir("out", table4["uniform_samples"], 1) == run_dir("out", table4["efo"], 1)
+    assert run_dir("out", table4["efo"], 1) != run_dir("out", table4["tuned_weights"], 1)
+    assert run_dir("out", table4["efo"], 1) != run_dir("out", table4["efo"], 2)
+    readme = {r.name: r for r in groups["readme"]["rows"]}
+    assert run_dir("out", readme["faster_rcnn"], 3) == run_dir("out", table4["baseline"], 3)
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"name": "a"}, "needs 'name' and 'config'"),
+    ({"name": "a", "config": "configs/none.yaml"}, "config file not found: configs/none.yaml"),
+    ({"name": "a", "config": "configs/Base-RCNN-FPN.yaml", "opts": ["SEED"]}, "KEY, VALUE pairs"),
+    ({"name": "a", "config": "configs/Base-RCNN-FPN.yaml", "baseline": "b"}, "baseline 'b'"),
+    ({"name": "a", "config": "configs/Base-RCNN-FPN.yaml", "seed": 1}, "unknown keys ['seed']"),
+])
+def test_malformed_ablation_file_names_file_group_and_row(tmp_path, row, message):
+    path = tmp_path / "groups.yaml"
+    path.write_text(json.dumps({"seeds": [1], "groups": {"g": {"rows": [row]}}}))
+    with pytest.raises(AblationError, match=re.escape(message)) as e:
+        load_ablations(str(path), REPO)
+    assert str(path) in str(e.value) and "group 'g'" in str(e.value)
+
+
+def _runs(group, name, aps, ap75s=None):
+    return [{"group": group, "name": name, "seed": s, "train_s": 120.0,
+             "metrics": {"AP": ap, "AP75": (ap75s or aps)[i]}}
+            for i, (s, ap) in enumerate(zip((1, 2, 3), aps))]
+
+
+def _spec():
+    return {"title": "t", "rows": [Row("g", "base", "c.yaml", label="Base"),
+                                   Row("g", "method", "c.yaml", ("K", "V"), baseline="base")]}
+
+
+def test_table_gives_mean_std_and_paired_differences_with_effects_in_bold():
+    runs = _runs("g", "base", [30.0, 35.0, 40.0], [20.0, 21.0, 22.0]) + \
+        _runs("g", "method", [31.0, 36.4, 40.6], [20.2, 21.5, 21.4])
+    lines = group_table("g", _spec(), runs).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    base, method, delta = ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
+    ap, ap75 = header.index("AP"), header.index("AP75")
+    assert base[:3] == ["Base", "3", "35.0 ± 5.0"] and base[-1] == "2.0 ± 0.0"
+    assert method[ap] == "36.0 ± 4.8"
+    # paired: +1.0, +1.4, +0.6 -> +1.0 ± 0.4, beyond 2 std; the unpaired spread (5) would hide it
+    assert delta[:2] == ["Δ vs Base", "3 paired"] and delta[ap] == "**+1.0 ± 0.4**"
+    # +0.2, +0.5, -0.6: within noise, not bold
+    assert delta[ap75] == "+0.0 ± 0.6"
+
+
+def test_differences_pair_only_seeds_both_rows_have():
+    runs = _runs("g", "base", [30.0, 35.0, 40.0]) + _runs("g", "method", [31.0, 37.0])
+    delta = group_table("g", _spec(), runs).splitlines()[-1]
+    assert "| 2 paired |" in delta and "+1.5 ± 0.7" in delta and "**" not in delta
+
+
+def test_tables_render_between_markers_and_stale_ones_are_found(tmp_path):
+    runs = _runs("g", "base", [30.0, 35.0, 40.0])
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- ablation:g -->\nold\n<!-- /ablation:g -->\nend\n")
+    assert stale_tables([str(doc)], {"g": _spec()}, runs) == [str(doc)]
+    text = render_tables(doc.read_text(), {"g": _spec()}, runs)
+    assert text.startswith("intro\n<!-- ablation:g -->\n") and text.endswith(
+        "<!-- /ablation:g -->\nend\n")
+    assert "| Base | 3 | 35.0 ± 5.0 |" in text and "old" not in text
+    doc.write_text(text)
+    assert stale_tables([str(doc)], {"g": _spec()}, runs) == []
+    assert stale_tables([str(doc)], {"g": _spec()}, runs[:2]) == [str(doc)]
+    with pytest.raises(AblationError, match="unknown ablation group 'h'"):
+        render_tables("<!-- ablation:h -->\n<!-- /ablation:h -->", {"g": _spec()}, runs)
+
+
+def test_docs_tables_match_the_results_file():
+    """Every generated table in README.md and docs/*.md equals what the results file gives
+    (after new runs: python tools/ablate.py --write-tables)."""
+    _, groups = load_ablations(SHIPPED, REPO)
+    runs = read_results(os.path.join(REPO, ablate.RESULTS))
+    files = ablate.table_files()
+    texts = [open(p).read() for p in files]
+    assert any("<!-- ablation:readme -->" in t for t in texts)
+    assert stale_tables(files, groups, runs) == []
+
+
+def test_results_file_runs_name_shipped_rows_and_hold_every_metric():
+    _, groups = load_ablations(SHIPPED, REPO)
+    for run in read_results(os.path.join(REPO, ablate.RESULTS)):
+        row = next(r for r in groups[run["group"]]["rows"] if r.name == run["name"])
+        assert (run["config"], tuple(run["opts"]), tuple(run["test_opts"])) == (
+            row.config, row.opts, row.test_opts)
+        assert {"AP", "AP50", "AP75", "AP90", "APs", "APm"} <= set(run["metrics"])
+        assert run["iters"] == load_config(os.path.join(REPO, row.config), row.opts).SOLVER.MAX_ITER
+
+
+def test_malformed_results_file_is_named(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("[{\"group\": 1")
+    with pytest.raises(AblationError, match=str(path)):
+        read_results(str(path))
+    path.write_text(json.dumps([{"group": "g", "name": "n", "seed": 1}]))
+    with pytest.raises(AblationError, match=r"run 0 lacks \['metrics'\]"):
+        read_results(str(path))
+
+
+def test_small_ablation_trains_each_model_once_and_resumes(tiny_shapes, tmp_path, monkeypatch):
+    """Two rows sharing a trained model (the second only changes a test-time setting) and one
+    seed: one training and one evaluation; the runs land in the results file; running again
+    launches nothing, and after removing one run from the file only that one is redone."""
+    import train_net
+
+    monkeypatch.chdir(REPO)
+    tiny = ("DATASETS.TRAIN", f"('{TINY_TRAIN}',)", "DATASETS.TEST", f"('{TINY_VAL}',)",
+            "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
+            "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "(1,)",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+    config = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
+    spec = {"title": "t", "rows": [
+        Row("g", "base", config, tiny),
+        Row("g", "nms", config, tiny, ("MODEL.ROI_HEADS.NMS_THRESH_TEST", "0.3"), "base")]}
+    launched = []
+
+    def launch(argv):
+        launched.append(argv)
+        train_net.main(default_argument_parser().parse_args(argv))
+
+    results, root = str(tmp_path / "results.json"), str(tmp_path / "runs")
+    runs = run_ablation({"g": spec}, [5], results, root, launch=launch)
+    assert len(launched) == 2 and "--eval-only" in launched[1]
+    assert read_results(results) == runs and len(runs) == 2
+    base, nms = find_run(runs, "g", "base", 5), find_run(runs, "g", "nms", 5)
+    assert base["seed"] == 5 and base["iters"] == 2 and base["train_s"] > 0
+    assert base["commit"] and base["opts"] == list(tiny)
+    assert nms["test_opts"] == ["MODEL.ROI_HEADS.NMS_THRESH_TEST", "0.3"]
+    for run in (base, nms):
+        assert set(run["metrics"]) >= {"AP", "AP50", "AP55", "AP95", "APs", "APm", "APl"}
+    with open(os.path.join(run_dir(root, spec["rows"][0], 5), "config.yaml")) as f:
+        assert "SEED: 5" in f.read()
+
+    assert run_ablation({"g": spec}, [5], results, root, launch=launch) == runs
+    assert len(launched) == 2
+    # a run missing from the file is recorded again from its finished OUTPUT_DIR
+    with open(results, "w") as f:
+        json.dump([base], f)
+    assert run_ablation({"g": spec}, [5], results, root, launch=launch) == runs
+    assert len(launched) == 2
+    # an evaluation that did not finish is run again, the training is not
+    with open(results, "w") as f:
+        json.dump([base], f)
+    os.remove(os.path.join(eval_dir(root, spec["rows"][1], 5), "inference", "results.json"))
+    run_ablation({"g": spec}, [5], results, root, launch=launch)
+    assert len(launched) == 3 and "--eval-only" in launched[2]
+    assert find_run(read_results(results), "g", "nms", 5)["metrics"] == nms["metrics"]
+
+
+def test_ablate_refuses_an_unknown_group_before_training(capsys):
+    with pytest.raises(SystemExit, match=re.escape("no group ['nope']")):
+        ablate.main(["--groups", "nope"])
