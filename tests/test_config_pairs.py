@@ -61,10 +61,15 @@ PAIRS = [
      "iou_balanced/faster_rcnn_R_50_FPN_1x.yaml", IOU_BALANCED_RCNN),
     ("PADet Table 2 (COCO, VGG-16 384)", "padet/padet_vgg16_384_baseline.yaml",
      "padet/padet_vgg16_384.yaml", PADET_COMPONENTS),
+    # the embedded primitives dataset (CPU), where the baseline already localizes well
+    ("IoU-uniform R-CNN on primitives", "primitives/faster_rcnn_R_18_FPN.yaml",
+     "primitives/iou_uniform_R_18_FPN.yaml", IOU_UNIFORM),
+    ("IoU-balanced Faster R-CNN on primitives", "primitives/faster_rcnn_R_18_FPN.yaml",
+     "primitives/iou_balanced_faster_rcnn_R_18_FPN.yaml", IOU_BALANCED_RCNN),
 ]
 
-# Method folders whose every leaf config belongs to a pair (PADet: only Table 2's VGG-16 384).
-PAIRED_FOLDERS = ("iou_uniform", "rga_prm", "iou_balanced", "datasets")
+# Folders whose every leaf config belongs to a pair (PADet: only Table 2's VGG-16 384).
+PAIRED_FOLDERS = ("iou_uniform", "rga_prm", "iou_balanced", "datasets", "primitives")
 
 
 def _resolve(rel):

@@ -18,6 +18,7 @@ CONFIGS = sorted(
 
 def test_configs_found():
     assert "configs/shapes/faster_rcnn_R_18_FPN.yaml" in CONFIGS
+    assert "configs/primitives/faster_rcnn_R_18_FPN.yaml" in CONFIGS
     assert "configs/Base-RCNN-FPN.yaml" in CONFIGS
 
 
@@ -26,7 +27,7 @@ def test_config_parses_and_builds(config):
     cfg = load_config(os.path.join(REPO, config), ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0
-    if "/shapes/" in config:
+    if "/shapes/" in config or "/primitives/" in config:
         assert cfg.OUTPUT_DIR.startswith("output/"), "each leaf config has its own OUTPUT_DIR"
         assert cfg.MODEL.WEIGHTS == "", "CPU configs train from scratch"
 

@@ -1,6 +1,6 @@
-"""Seeded training is reproducible on CPU: the shipped shapes configs set SEED, and two fresh
-processes training the same config with the same thread count compute identical losses at every
-iteration and the same AP (docs/training.md#determinism)."""
+"""Seeded training is reproducible on CPU: the shipped shapes and primitives configs set SEED, and
+two fresh processes training the same config with the same thread count compute identical losses
+at every iteration and the same AP (docs/training.md#determinism)."""
 import glob
 import json
 import os
@@ -52,11 +52,12 @@ def _train(tmp_path, name, iters, *opts):
     return json.loads(result.read_text())
 
 
-SHAPES_CONFIGS = glob.glob(os.path.join(REPO, "configs", "shapes", "*.yaml"))
+CPU_CONFIGS = [p for folder in ("shapes", "primitives")
+               for p in glob.glob(os.path.join(REPO, "configs", folder, "*.yaml"))]
 
 
-@pytest.mark.parametrize("config", sorted(os.path.relpath(p, REPO) for p in SHAPES_CONFIGS))
-def test_every_shapes_config_sets_a_seed(config):
+@pytest.mark.parametrize("config", sorted(os.path.relpath(p, REPO) for p in CPU_CONFIGS))
+def test_every_embedded_dataset_config_sets_a_seed(config):
     assert load_config(os.path.join(REPO, config)).SEED >= 0
 
 

@@ -1,5 +1,6 @@
 """The embedded shapes dataset: deterministic, valid COCO, hard enough to localize."""
 import filecmp
+import hashlib
 import json
 import os
 
@@ -30,6 +31,29 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     assert (mismatch, errors) == ([], [])
     c = _generate(tmp_path / "c", seed=4)
     assert not filecmp.cmp(a, c, shallow=False)
+
+
+# SHA-256 of generate_shapes_split(root, "split", 5, seed=7)'s files, recorded with the
+# generator before d2ext.datasets.synthetic was factored out of it: the shared writer changed no
+# byte. The JPEG hashes are those of the OpenCV in requirements.txt (its JPEG encoder).
+SPLIT_SHA256 = {
+    "split.json": "37e705aee52f8b1a1d65f30d62d79e9f9992389f62bc3711c44df11196021cdd",
+    "split/000000.jpg": "4e0bda3e50bf839d6435d56342cced37c636314dd520b173d7b950bf85b3ff9f",
+    "split/000001.jpg": "aa272264dcdbb80f7276bb93bae65cffb44be94a4215a71fba2fdd0042a9f1b0",
+    "split/000002.jpg": "7020e9ae588a8dfb0ba0535b8f4e62a77902f62f7108cda0e79af0477606d545",
+    "split/000003.jpg": "e89a3527d42036cb6a878a08f746f75190ba522cf2440f9092a26093eb0095d7",
+    "split/000004.jpg": "b41899d1ec8be52581ddc82ba04afed2378726220bd60d5ff617ddcb77354475",
+}
+
+
+def test_output_is_unchanged(tmp_path):
+    _generate(tmp_path, seed=7, n=5)
+    written = sorted(os.path.relpath(os.path.join(d, f), tmp_path)
+                     for d, _, files in os.walk(tmp_path) for f in files)
+    assert written == sorted(SPLIT_SHA256)
+    for name, digest in SPLIT_SHA256.items():
+        with open(tmp_path / name, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest, name
 
 
 def test_annotations_are_valid_coco(tmp_path):

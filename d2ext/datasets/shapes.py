@@ -15,16 +15,10 @@ A split is written on first use under ``$SHAPES_DATASET_DIR`` (default
 95) plus ``<split>.json``; ``shapes_train`` and ``shapes_val`` are registered at import time.
 The same seed gives byte-identical images and json.
 """
-import json
-import os
-import shutil
-import tempfile
-
 import cv2
 import numpy as np
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json
+from .synthetic import SyntheticDataset
 
 __all__ = ["SHAPES_CLASSES", "SHAPES_SPLITS", "generate_shapes_split", "register_shapes_split"]
 
@@ -42,12 +36,6 @@ MIN_VISIBLE_FRACTION = 0.5
 MIN_VISIBLE_PIXELS = 16
 MIN_CONTRAST = 150  # L1 distance in RGB between an object and the background under it
 _SUBPIXEL_BITS = 4  # cv2 polygon vertices at 1/16 pixel
-
-
-def _default_root():
-    if "SHAPES_DATASET_DIR" in os.environ:
-        return os.environ["SHAPES_DATASET_DIR"]
-    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "shapes")
 
 
 def _unit_polygon(cls_name, rng):
@@ -182,77 +170,22 @@ def _render_image(rng):
     return image, annotations
 
 
+SHAPES = SyntheticDataset("shapes", SHAPES_CLASSES, SHAPES_COLORS, GENERATOR_VERSION,
+                          _render_image)
+
+
 def generate_shapes_split(root, split, num_images, seed):
     """Write ``root/<split>/*.jpg`` and ``root/<split>.json`` (COCO format); returns the json.
 
-    Image ``i`` is drawn from ``np.random.default_rng([seed, i])``, so the output is a pure
-    function of (seed, num_images, GENERATOR_VERSION). Written to a temporary directory and
-    moved into place, so an interrupted run leaves nothing half-written.
+    The output is a pure function of (seed, num_images, GENERATOR_VERSION)
+    (``d2ext.datasets.synthetic``).
     """
-    os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{split}-", dir=root)
-    try:
-        images, annotations = [], []
-        for i in range(num_images):
-            image, objects = _render_image(np.random.default_rng([seed, i]))
-            file_name = f"{i:06d}.jpg"
-            cv2.imwrite(os.path.join(tmp, file_name), image[:, :, ::-1],
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
-            images.append({"id": i + 1, "file_name": file_name,
-                           "height": image.shape[0], "width": image.shape[1]})
-            for cls_idx, bbox, area in objects:
-                annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
-                                    "category_id": cls_idx + 1, "bbox": bbox,
-                                    "area": area, "iscrowd": 0})
-        coco = {
-            "info": {"description": f"shapes {split}", "version": GENERATOR_VERSION,
-                     "seed": seed, "num_images": num_images},
-            "images": images,
-            "annotations": annotations,
-            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(SHAPES_CLASSES)],
-        }
-        with open(os.path.join(tmp, "annotations.json"), "w") as f:
-            json.dump(coco, f, sort_keys=True)
-        image_dir, json_file = os.path.join(root, split), os.path.join(root, f"{split}.json")
-        shutil.rmtree(image_dir, ignore_errors=True)
-        os.replace(os.path.join(tmp, "annotations.json"), json_file + ".tmp")
-        os.rename(tmp, image_dir)
-        os.replace(json_file + ".tmp", json_file)  # last: its presence marks a complete split
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return json_file
-
-
-def _is_current(json_file, num_images, seed):
-    """Whether ``json_file`` exists and was written by this generator with these arguments."""
-    if not os.path.isfile(json_file):
-        return False
-    with open(json_file) as f:
-        info = json.load(f)["info"]
-    return (info["version"], info["seed"], info["num_images"]) == (
-        GENERATOR_VERSION, seed, num_images)
+    return SHAPES.generate(root, split, num_images, seed)
 
 
 def register_shapes_split(name, num_images, seed, root=None):
     """Register a shapes split under ``name``; its files are generated on first load."""
-    root = root or _default_root()
-    json_file = os.path.join(root, f"{name}.json")
-    image_root = os.path.join(root, name)
-
-    def load():
-        if not _is_current(json_file, num_images, seed):
-            generate_shapes_split(root, name, num_images, seed)
-        return load_coco_json(json_file, image_root, name)
-
-    DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(
-        json_file=json_file,
-        image_root=image_root,
-        evaluator_type="coco",
-        thing_classes=list(SHAPES_CLASSES),
-        thing_colors=SHAPES_COLORS,
-        thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SHAPES_CLASSES))},
-    )
+    SHAPES.register(name, num_images, seed, root)
 
 
 for _name, (_num_images, _seed) in SHAPES_SPLITS.items():
