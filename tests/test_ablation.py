@@ -9,8 +9,10 @@ import pytest
 from d2ext.ablation import (
     AblationError,
     Row,
+    ablation_set_files,
     find_run,
     group_table,
+    load_ablation_sets,
     load_ablations,
     read_results,
     render_tables,
@@ -24,22 +26,30 @@ from tests.conftest import REPO, TINY_TRAIN, TINY_VAL, load_tool
 from train_net import load_config
 
 ablate = load_tool("ablate")
-SHIPPED = os.path.join(REPO, ablate.ABLATIONS)
+SHIPPED, RESULTS = (os.path.join(REPO, p) for p in ablation_set_files("shapes"))
 PAPER_GROUPS = {"readme", "iou_uniform_table4", "iou_uniform_table6", "iou_uniform_score",
                 "iou_balanced_faster_rcnn", "iou_balanced_retinanet", "rga_prm", "padet_table2",
                 "composed"}
 
 
-def test_shipped_groups_load_and_every_row_is_a_valid_config():
+def test_shipped_groups_cover_the_papers_ablations():
     seeds, groups = load_ablations(SHIPPED, REPO)
     assert len(seeds) >= 3
     assert PAPER_GROUPS <= set(groups)
     assert [r.name for r in groups["padet_table2"]["rows"]] == ["encoder_decoder", "apm",
                                                                 "apm_fam"]
+    _, primitives = load_ablations(os.path.join(REPO, ablation_set_files("primitives")[0]), REPO)
+    assert {"iou_uniform_table4", "iou_uniform_table6", "iou_uniform_score",
+            "iou_balanced_faster_rcnn"} <= set(primitives)
+
+
+@pytest.mark.parametrize("name", ["shapes", "primitives"])
+def test_every_shipped_row_is_a_valid_config_of_its_dataset(name):
+    _, groups = load_ablations(os.path.join(REPO, ablation_set_files(name)[0]), REPO)
     for spec in groups.values():
         for row in spec["rows"]:  # unknown keys or bad values raise here
             cfg = load_config(os.path.join(REPO, row.config), [*row.opts, *row.test_opts])
-            assert cfg.DATASETS.TEST == ("shapes_val",), row
+            assert cfg.DATASETS.TEST == (f"{name}_val",), row
 
 
 def test_rows_with_equal_config_and_opts_share_their_training_run():
@@ -51,6 +61,11 @@ def test_rows_with_equal_config_and_opts_share_their_training_run():
     assert run_dir("out", table4["efo"], 1) != run_dir("out", table4["efo"], 2)
     readme = {r.name: r for r in groups["readme"]["rows"]}
     assert run_dir("out", readme["faster_rcnn"], 3) == run_dir("out", table4["baseline"], 3)
+    assert run_dir("out", readme["faster_rcnn"], 3) == os.path.join(
+        "out", "shapes", "faster_rcnn_R_18_FPN", "seed3")
+    other = Row("g", "b", "configs/primitives/faster_rcnn_R_18_FPN.yaml")
+    assert run_dir("out", other, 3) == os.path.join("out", "primitives", "faster_rcnn_R_18_FPN",
+                                                    "seed3")
 
 
 @pytest.mark.parametrize("row, message", [
@@ -103,33 +118,37 @@ def test_differences_pair_only_seeds_both_rows_have():
 def test_tables_render_between_markers_and_stale_ones_are_found(tmp_path):
     runs = _runs("g", "base", [30.0, 35.0, 40.0])
     doc = tmp_path / "doc.md"
-    doc.write_text("intro\n<!-- ablation:g -->\nold\n<!-- /ablation:g -->\nend\n")
-    assert stale_tables([str(doc)], {"g": _spec()}, runs) == [str(doc)]
-    text = render_tables(doc.read_text(), {"g": _spec()}, runs)
-    assert text.startswith("intro\n<!-- ablation:g -->\n") and text.endswith(
-        "<!-- /ablation:g -->\nend\n")
-    assert "| Base | 3 | 35.0 ± 5.0 |" in text and "old" not in text
+    doc.write_text("intro\n<!-- ablation:s/g -->\nold\n<!-- /ablation:s/g -->\nend\n")
+    sets = {"s": ({"g": _spec()}, runs, "s.json")}
+    assert stale_tables([str(doc)], sets) == [str(doc)]
+    text = render_tables(doc.read_text(), sets)
+    assert text.startswith("intro\n<!-- ablation:s/g -->\n") and text.endswith(
+        "<!-- /ablation:s/g -->\nend\n")
+    assert "| Base | 3 | 35.0 ± 5.0 |" in text and "old" not in text and "s.json" in text
     doc.write_text(text)
-    assert stale_tables([str(doc)], {"g": _spec()}, runs) == []
-    assert stale_tables([str(doc)], {"g": _spec()}, runs[:2]) == [str(doc)]
-    with pytest.raises(AblationError, match="unknown ablation group 'h'"):
-        render_tables("<!-- ablation:h -->\n<!-- /ablation:h -->", {"g": _spec()}, runs)
+    assert stale_tables([str(doc)], sets) == []
+    assert stale_tables([str(doc)], {"s": ({"g": _spec()}, runs[:2], "s.json")}) == [str(doc)]
+    for marker in ("s/h", "t/g"):
+        with pytest.raises(AblationError, match=f"unknown ablation group '{marker}'"):
+            render_tables(f"<!-- ablation:{marker} -->\n<!-- /ablation:{marker} -->", sets)
 
 
 def test_docs_tables_match_the_results_file():
     """Every generated table in README.md and docs/*.md equals what the results file gives
     (after new runs: python tools/ablate.py --write-tables)."""
-    _, groups = load_ablations(SHIPPED, REPO)
-    runs = read_results(os.path.join(REPO, ablate.RESULTS))
+    sets = load_ablation_sets(repo_root=REPO)
+    assert {"shapes", "primitives"} <= set(sets)
     files = ablate.table_files()
     texts = [open(p).read() for p in files]
-    assert any("<!-- ablation:readme -->" in t for t in texts)
-    assert stale_tables(files, groups, runs) == []
+    assert any("<!-- ablation:shapes/readme -->" in t for t in texts)
+    assert stale_tables(files, sets) == []
 
 
-def test_results_file_runs_name_shipped_rows_and_hold_every_metric():
-    _, groups = load_ablations(SHIPPED, REPO)
-    for run in read_results(os.path.join(REPO, ablate.RESULTS)):
+@pytest.mark.parametrize("name", ["shapes", "primitives"])
+def test_results_file_runs_name_shipped_rows_and_hold_every_metric(name):
+    ablations, results = (os.path.join(REPO, p) for p in ablation_set_files(name))
+    _, groups = load_ablations(ablations, REPO)
+    for run in read_results(results):
         row = next(r for r in groups[run["group"]]["rows"] if r.name == run["name"])
         assert (run["config"], tuple(run["opts"]), tuple(run["test_opts"])) == (
             row.config, row.opts, row.test_opts)

@@ -5,6 +5,7 @@ paired difference to its baseline on the same seeds).
 
     python tools/ablate.py                                  # every group of the file, its seeds
     python tools/ablate.py --groups readme --seeds 1 2 3    # some groups, some seeds
+    python tools/ablate.py --set primitives                 # the groups of another dataset
     python tools/ablate.py --tables                         # print the tables only, train nothing
     python tools/ablate.py --write-tables                   # regenerate the tables in the docs
     python tools/ablate.py --check-tables                   # exit 1 when a docs table is stale
@@ -23,7 +24,9 @@ sys.path.insert(0, REPO)
 
 from d2ext.ablation import (  # noqa: E402
     AblationError,
+    ablation_set_files,
     group_table,
+    load_ablation_sets,
     load_ablations,
     read_results,
     render_tables,
@@ -32,8 +35,7 @@ from d2ext.ablation import (  # noqa: E402
 )
 from d2ext.atomic import write_text_atomically  # noqa: E402
 
-ABLATIONS = "docs/results/shapes_ablations.yaml"
-RESULTS = "docs/results/shapes.json"
+RESULTS_DIR = "docs/results"
 
 
 def table_files():
@@ -45,8 +47,9 @@ def table_files():
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ablations", default=ABLATIONS, help="the groups (default %(default)s)")
-    parser.add_argument("--results", default=RESULTS, help="the runs (default %(default)s)")
+    parser.add_argument("--set", default="shapes",
+                        help="the ablation set: docs/results/SET_ablations.yaml (the groups) and "
+                             "docs/results/SET.json (the runs); default %(default)s")
     parser.add_argument("--output-root", default="output/ablate",
                         help="where the runs' OUTPUT_DIRs go (default %(default)s)")
     parser.add_argument("--groups", nargs="+", default=None, help="default: every group")
@@ -65,17 +68,9 @@ def main(argv=None):
     args = parse_args(argv)
     os.chdir(REPO)
     try:
-        seeds, groups = load_ablations(args.ablations)
-        if args.groups:
-            unknown = sorted(set(args.groups) - set(groups))
-            if unknown:
-                raise AblationError(f"{args.ablations}: no group {unknown}; groups: "
-                                    f"{sorted(groups)}")
-            groups = {g: groups[g] for g in args.groups}
-        runs = read_results(args.results)
         if args.write_tables or args.check_tables:
-            _, all_groups = load_ablations(args.ablations)
-            stale = stale_tables(table_files(), all_groups, runs, args.results)
+            sets = load_ablation_sets(RESULTS_DIR)
+            stale = stale_tables(table_files(), sets)
             if args.check_tables:
                 for path in stale:
                     print(f"stale tables: {os.path.relpath(path)} "
@@ -84,12 +79,20 @@ def main(argv=None):
             for path in stale:
                 with open(path) as f:
                     text = f.read()
-                write_text_atomically(path, render_tables(text, all_groups, runs, args.results))
+                write_text_atomically(path, render_tables(text, sets))
                 print(f"wrote {os.path.relpath(path)}")
             return 0
+        ablations, results = ablation_set_files(args.set, RESULTS_DIR)
+        seeds, groups = load_ablations(ablations)
+        if args.groups:
+            unknown = sorted(set(args.groups) - set(groups))
+            if unknown:
+                raise AblationError(f"{ablations}: no group {unknown}; groups: {sorted(groups)}")
+            groups = {g: groups[g] for g in args.groups}
+        runs = read_results(results)
         if not args.tables:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-            runs = run_ablation(groups, args.seeds or seeds, args.results, args.output_root)
+            runs = run_ablation(groups, args.seeds or seeds, results, args.output_root)
     except AblationError as e:
         raise SystemExit(f"ablate: {e}")
     for group, spec in groups.items():
