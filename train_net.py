@@ -19,6 +19,7 @@ import rga_prm
 from d2ext import build_dataset_evaluator, merge_config_file, solver
 from d2ext.atomic import write_text_atomically
 from d2ext.checkpoint import MIN_LOADED_FRACTION, ProjectCheckpointer
+from d2ext.collapse_check import CollapseCheckHook, add_collapse_check_config
 from d2ext.run_state import (
     MetricsJSONWriter,
     ResumableSampler,
@@ -51,7 +52,8 @@ TRAINER_CHECKPOINTS_OPTIMIZER = "state_dict" in DefaultTrainer.__dict__
 
 def add_all_configs(cfg):
     """Add every method's config node (MODEL.IOU_UNIFORM, RGA, PRM, PADET, IOU_BALANCED, and
-    PADet's INPUT.PADET)."""
+    PADet's INPUT.PADET) and the trainer's COLLAPSE_CHECK (d2ext.collapse_check)."""
+    add_collapse_check_config(cfg)
     iou_uniform.add_iou_uniform_config(cfg)
     rga_prm.add_rga_prm_config(cfg)
     padet.add_padet_config(cfg)
@@ -124,8 +126,11 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         """detectron2's hooks, plus R-CNN Gradient Annealing when ``MODEL.RGA.ENABLED``,
-        ``metrics.json`` written before each checkpoint (``WriteMetricsBeforeCheckpoint``) and a
-        checkpoint when training stops on an unreadable image (d2ext.data)."""
+        ``metrics.json`` written before each checkpoint (``WriteMetricsBeforeCheckpoint``), a
+        checkpoint when training stops on an unreadable image (d2ext.data) and, when
+        ``COLLAPSE_CHECK.ENABLED``, the stop of a run whose loss has stopped moving
+        (d2ext.collapse_check; last, so that an iteration's checkpoint and metrics come first).
+        """
         ret = method_hooks(self.cfg) + super().build_hooks()
         if comm.is_main_process():  # where detectron2 adds the writers
             checkpoint = next(i for i, h in enumerate(ret)
@@ -133,6 +138,8 @@ class Trainer(DefaultTrainer):
             ret.insert(checkpoint, WriteMetricsBeforeCheckpoint(
                 self.metrics_writer, self.cfg.SOLVER.CHECKPOINT_PERIOD))
         ret.append(DataErrorCheckpointHook())
+        if self.cfg.COLLAPSE_CHECK.ENABLED and comm.is_main_process():  # where the losses are
+            ret.append(CollapseCheckHook.from_config(self.cfg))
         return ret
 
     def build_writers(self):

@@ -44,11 +44,14 @@ def assert_every_parameter_has_a_gradient(model, what=""):
 
 
 def assert_trains_and_infers(cfg, model):
-    """Finite losses and gradients on odd sizes, an empty-GT image, a half-empty batch; eval."""
+    """Finite losses and gradients on odd sizes, an empty-GT image, a half-empty batch; eval.
+    Returns the names of the losses of the first (normal) batch."""
     n = num_classes_of(cfg)
+    names = None
     for boxes in ((3, 2), (0, 0), (4, 0)):  # normal, every image empty, half-empty batch
         losses = train_step(model, make_batch(boxes, n))
         assert losses, "training forward returned no losses"
+        names = names or sorted(losses)
         for k, v in losses.items():
             assert torch.isfinite(v).all(), f"{k} is not finite with GT counts {boxes}"
         grads = [p.grad for p in model.parameters() if p.requires_grad]
@@ -65,3 +68,4 @@ def assert_trains_and_infers(cfg, model):
         inst = out["instances"]
         assert inst.image_size == (h, w)
         assert {"pred_boxes", "scores", "pred_classes"} <= set(inst.get_fields())
+    return names

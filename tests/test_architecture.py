@@ -16,8 +16,9 @@ METHOD_PACKAGES = ("iou_uniform", "rga_prm", "padet", "projects")
 
 
 def test_infrastructure_imports_no_method_package():
-    modules = ("d2ext, d2ext.analysis, d2ext.benchmark, d2ext.checkpoint, d2ext.tooling, "
-               "d2ext.visualization, d2ext.datasets.shapes, d2ext.datasets.primitives")
+    modules = ("d2ext, d2ext.ablation, d2ext.analysis, d2ext.benchmark, d2ext.checkpoint, "
+               "d2ext.collapse_check, d2ext.tooling, d2ext.visualization, "
+               "d2ext.datasets.shapes, d2ext.datasets.primitives")
     code = (f"import sys, {modules}\n"
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(METHOD_PACKAGES)}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,

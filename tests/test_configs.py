@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from d2ext.collapse_check import watched_losses
 from train_net import load_config
 from detectron2.modeling import build_model
 from tests.conftest import REPO
@@ -37,9 +38,13 @@ LEAF_CONFIGS = [c for c in CONFIGS if not os.path.basename(c).startswith("Base-"
 
 @pytest.mark.parametrize("config", LEAF_CONFIGS)
 def test_config_trains_and_infers_on_odd_sizes(config):
-    """A training step on odd sizes, empty GT, half-empty batch; eval."""
+    """A training step on odd sizes, empty GT, half-empty batch; eval. The collapse check, on
+    by default, finds the loss it watches among the model's (else training would stop at its
+    first iteration)."""
     cfg, model = build_model_from_config(os.path.join(REPO, config))
-    assert_trains_and_infers(cfg, model)
+    losses = assert_trains_and_infers(cfg, model)
+    if cfg.COLLAPSE_CHECK.ENABLED:
+        assert watched_losses(cfg.COLLAPSE_CHECK.LOSS, losses)
 
 
 def test_method_nodes_exist():
