@@ -25,7 +25,13 @@ class AnchorPromotionModule(nn.Module):
     (dx, dy), X_s = (dw, dh)). Promoted anchor = decode(deltas, anchor).
 
     Loss (§3.3): L_apm = [sum L_b + sum_pos L_r] / N_apm, BCE over positives and hard negatives
-    (3:1 per image), smooth-L1 on the positives' deltas, N_apm = positives in the batch (>= 1).
+    (``hnm_ratio``:1 per image; 0 = every non-ignored negative, §3.3's formula), smooth-L1 on the
+    positives' deltas, N_apm = positives in the batch (>= 1); both terms times ``loss_weight``.
+
+    Options of the experiments in docs/padet.md: ``detach_features`` (the branches see detached
+    D1..D6, so L_apm trains only the APM's convs, not the encoder-decoder shared with the
+    detection module), ``loss_weight`` and ``promote_thresh`` (only anchors whose score p
+    reaches it are promoted, the others keep their initial box; 0 promotes every anchor).
 
     Table 2's single-branch rows build one branch: ``scoring`` (APM_C, L_b only) or
     ``adjustment`` (APM_R, L_r only); the other is not built (its outputs are None, promoted
@@ -34,7 +40,8 @@ class AnchorPromotionModule(nn.Module):
 
     @configurable
     def __init__(self, *, in_features, in_channels, anchor_generator, box2box_transform, matcher,
-                 hnm_ratio=3, smooth_l1_beta=1.0, scoring=True, adjustment=True):
+                 hnm_ratio=3, smooth_l1_beta=1.0, scoring=True, adjustment=True,
+                 loss_weight=1.0, detach_features=False, promote_thresh=0.0):
         super().__init__()
         self.in_features = list(in_features)
         self.anchor_generator = anchor_generator
@@ -42,6 +49,9 @@ class AnchorPromotionModule(nn.Module):
         self.matcher = matcher
         self.hnm_ratio = hnm_ratio
         self.smooth_l1_beta = smooth_l1_beta
+        self.loss_weight = loss_weight
+        self.detach_features = detach_features
+        self.promote_thresh = promote_thresh
         num_anchors = anchor_generator.num_anchors
         if len(num_anchors) != len(self.in_features):
             raise ValueError(f"{len(num_anchors)} anchor levels for features {self.in_features}")
@@ -68,6 +78,9 @@ class AnchorPromotionModule(nn.Module):
             "smooth_l1_beta": p.SMOOTH_L1_BETA,
             "scoring": p.APM_CLS,
             "adjustment": p.APM_REG,
+            "loss_weight": p.APM_LOSS_WEIGHT,
+            "detach_features": p.APM_DETACH,
+            "promote_thresh": p.APM_PROMOTE_THRESH,
         }
 
     @property
@@ -82,7 +95,10 @@ class AnchorPromotionModule(nn.Module):
 
     def predict(self, features):
         """features: list of (N, C, H, W) -> (logit maps (N, A, H, W), delta maps (N, 4A, H, W));
-        None for a branch that is not built."""
+        None for a branch that is not built. With ``detach_features`` the branches see the
+        features detached: no gradient from them reaches the backbone."""
+        if self.detach_features:
+            features = [x.detach() for x in features]
         logits = [conv(x) for conv, x in zip(self.objectness, features)] if self.scoring else None
         deltas = ([conv(x) for conv, x in zip(self.anchor_deltas, features)]
                   if self.adjustment else None)
@@ -100,9 +116,17 @@ class AnchorPromotionModule(nn.Module):
         deltas = None if delta_maps is None else flatten_anchor_maps(delta_maps, 4)
         return logits, deltas
 
-    def promote(self, anchors, deltas, num_images=None):
+    def promoted_mask(self, logits):
+        """(N, M) bool: the anchors whose score p = sigmoid(logits) reaches ``promote_thresh``.
+        Compared as logits >= logit(threshold), exact where float32's sigmoid rounds to 0 or 1:
+        threshold 0 selects every anchor, 1 none."""
+        return logits.detach() >= torch.logit(logits.new_tensor(self.promote_thresh))
+
+    def promote(self, anchors, logits, deltas, num_images=None):
         """Promoted anchors (N, M, 4), detached: decode(deltas (N, M, 4), anchors (M, 4)); the
         initial anchors repeated ``num_images`` times when ``deltas`` is None (no adjustment).
+        With ``promote_thresh`` above 0 an anchor outside :meth:`promoted_mask` of the APM
+        ``logits`` (N, M) keeps its initial box.
 
         dw, dh are clamped from below like detectron2 clamps them from above, so that a promoted
         anchor never collapses to zero size (it is the reference box of the detection module).
@@ -115,8 +139,10 @@ class AnchorPromotionModule(nn.Module):
         deltas = torch.cat([deltas[..., :2], torch.maximum(deltas[..., 2:], min_log_scale)], -1)
         n, m = deltas.shape[:2]
         boxes = self.box2box_transform.apply_deltas(
-            deltas.reshape(n * m, 4), anchors.repeat(n, 1))
-        return boxes.view(n, m, 4)
+            deltas.reshape(n * m, 4), anchors.repeat(n, 1)).view(n, m, 4)
+        if self.promote_thresh > 0:
+            boxes = torch.where(self.promoted_mask(logits)[..., None], boxes, anchors)
+        return boxes
 
     def label_anchors(self, anchors, gt_instances):
         """Match (``PADetMatcher``) -> labels (N, M) in {1, 0, -1} and matched GT boxes."""
@@ -131,7 +157,8 @@ class AnchorPromotionModule(nn.Module):
     def losses(self, anchors, logits, deltas, gt_labels, gt_boxes):
         """L_apm (§3.3) for flattened logits (N, M), deltas (N, M, 4) and matched targets: the
         terms of the built branches, ``loss_apm_cls`` = L_b and ``loss_apm_box_reg`` = L_r
-        (``logits`` / ``deltas`` is None for a branch that is not built: no term)."""
+        (``logits`` / ``deltas`` is None for a branch that is not built: no term), each times
+        ``loss_weight``."""
         pos, neg = gt_labels == 1, gt_labels == 0
         num_pos = pos.sum().item()
         normalizer = max(num_pos, 1)
@@ -149,7 +176,7 @@ class AnchorPromotionModule(nn.Module):
                 anchors.expand_as(gt_boxes)[pos], gt_boxes[pos])
             losses["loss_apm_box_reg"] = smooth_l1_loss(
                 deltas[pos], target, self.smooth_l1_beta, reduction="sum") / normalizer
-        return losses
+        return {k: v * self.loss_weight for k, v in losses.items()}
 
     def forward(self, images, features, gt_instances=None):
         """detectron2's proposal-generator contract: per-image Instances with every promoted
@@ -159,7 +186,7 @@ class AnchorPromotionModule(nn.Module):
         features = [features[f] for f in self.in_features]
         logits, deltas = self.flatten(*self.predict(features))
         anchors = self.anchors(features, images.tensor.shape[-2:])
-        promoted = self.promote(anchors, deltas, len(images))
+        promoted = self.promote(anchors, logits, deltas, len(images))
         proposals = []
         for i, image_size in enumerate(images.image_sizes):
             inst = Instances(image_size)

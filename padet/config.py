@@ -6,7 +6,8 @@ from detectron2.config import get_cfg
 from projects.iou_balanced.config import add_iou_balanced_config
 
 __all__ = [
-    "add_padet_config", "check_padet_input_size", "PADET_MIN_INPUT_SIZE", "PADET_SIZE_DIVISIBILITY",
+    "add_padet_config", "check_padet_input_size", "check_padet_options", "PADET_MIN_INPUT_SIZE",
+    "PADET_SIZE_DIVISIBILITY",
 ]
 
 # detectron2's resize keys, which PADet does not read: it warps every image to a square of side
@@ -54,10 +55,16 @@ def add_padet_config(cfg):
     _C.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
     # beta of the smooth-L1 box losses L_r of APM and detection module
     _C.SMOOTH_L1_BETA = 1.0
-    # hard-negative mining ratio of the APM's binary loss L_b (negatives : positives; 0 = all)
+    # hard-negative mining ratio of the APM's L_b (negatives : positives); 0 = all (§3.3's L)
     _C.APM_HNM_RATIO = 3
     # hard-negative mining ratio of the detection loss L_cls (0 = all non-ignored negatives)
     _C.DET_HNM_RATIO = 3
+    # weight of L_apm (both L_b and L_r) in the total loss L = L_apm + L_det (§3.3: 1)
+    _C.APM_LOSS_WEIGHT = 1.0
+    # APM branches on detached D1..D6: L_apm does not train the shared encoder-decoder (§3.3)
+    _C.APM_DETACH = False
+    # promote only anchors with APM score p >= this; the rest keep their box (0 = all, §3.1)
+    _C.APM_PROMOTE_THRESH = 0.0
     # Table 2 "APM_C": the APM's scores filter easy negatives (the theta rule, training and test)
     _C.APM_CLS = True
     # Table 2 "APM_R": the detection module works on the promoted anchors (False: the initial
@@ -130,6 +137,30 @@ def check_padet_input_size(cfg):
                 f"every image to that square and does not read INPUT.{key}; set the size with "
                 f"MODEL.PADET.INPUT_SIZE and leave INPUT.{key} at detectron2's default "
                 f"({default})")
+
+
+# MODEL.PADET keys that are thresholds on the APM score p = sigmoid(logit), a probability
+SCORE_THRESHOLD_KEYS = ("THETA", "APM_PROMOTE_THRESH")
+NON_NEGATIVE_KEYS = ("APM_LOSS_WEIGHT", "APM_HNM_RATIO", "DET_HNM_RATIO")
+
+
+def check_padet_options(cfg):
+    """Refuse (``ValueError`` naming the key) ``MODEL.PADET`` loss and promotion options that
+    have no meaning: a threshold on the APM score outside [0, 1], a negative loss weight or
+    mining ratio, or ``APM_PROMOTE_THRESH`` above 0 without both APM branches (the score comes
+    from ``APM_CLS``, the deltas from ``APM_REG``). Called when PADet's model is built."""
+    p = cfg.MODEL.PADET
+    for key in SCORE_THRESHOLD_KEYS:
+        if not 0 <= p[key] <= 1:
+            raise ValueError(f"MODEL.PADET.{key} = {p[key]}: must lie in [0, 1], it is a "
+                             "threshold on the APM score p = sigmoid(logit)")
+    for key in NON_NEGATIVE_KEYS:
+        if not p[key] >= 0:
+            raise ValueError(f"MODEL.PADET.{key} = {p[key]}: must be >= 0")
+    if p.APM_PROMOTE_THRESH > 0 and not (p.APM_CLS and p.APM_REG):
+        raise ValueError(
+            f"MODEL.PADET.APM_PROMOTE_THRESH = {p.APM_PROMOTE_THRESH} needs both APM branches "
+            "(MODEL.PADET.APM_CLS and APM_REG True): it promotes by the APM score")
 
 
 def _sizes(value):

@@ -12,7 +12,7 @@ from detectron2.utils.events import get_event_storage
 from projects.iou_balanced import IoUBalancedLoss, iou_balanced_options
 
 from .anchors import flatten_anchor_maps
-from .config import check_padet_input_size
+from .config import check_padet_input_size, check_padet_options
 from .detection_head import PADetDetectionHead
 from .hard_negative_mining import hard_negative_mask
 from .matching import PADetMatcher
@@ -69,6 +69,7 @@ class PADet(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         check_padet_input_size(cfg)
+        check_padet_options(cfg)
         p = cfg.MODEL.PADET
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
@@ -122,7 +123,8 @@ class PADet(nn.Module):
 
         anchors = self.apm.anchors(features, images.tensor.shape[-2:])
         apm_logits, apm_deltas = self.apm.flatten(apm_logit_maps, apm_delta_maps)
-        promoted = self.apm.promote(anchors, apm_deltas, len(images))  # detached (RefineDet)
+        # detached (RefineDet); anchors below APM_PROMOTE_THRESH keep their initial box
+        promoted = self.apm.promote(anchors, apm_logits, apm_deltas, len(images))
         cls_logits = flatten_anchor_maps(cls_maps, self.num_classes + 1)
         reg_deltas = flatten_anchor_maps(reg_maps, 4)
 

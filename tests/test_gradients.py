@@ -33,6 +33,17 @@ PADET_TABLE2 = [
 # docs/padet.md, Table 1: FAM offset sources (with the full APM), plus FAM_DETACH, IOU_BALANCED
 PADET_MODES = [("MODEL.PADET.FAM_MODE", m) for m in ("implicit", "loc", "shape", "concat")] + [
     ("MODEL.PADET.FAM_DETACH", "False"), ("MODEL.PADET.IOU_BALANCED", "True")]
+# docs/padet.md#experiments: the APM on detached features (also in the single-branch Table 2
+# rows and with gradients from the FAM offsets), its loss weight (0: zero gradients, still
+# connected), promotion by score, no mining in the APM's L_b
+DETACH = ("MODEL.PADET.APM_DETACH", "True")
+PADET_EXPERIMENTS = [
+    DETACH, (*DETACH, "MODEL.PADET.FAM_DETACH", "False"),
+    (*DETACH, "MODEL.PADET.APM_REG", "False", "MODEL.PADET.FAM_MODE", "none"),
+    (*DETACH, "MODEL.PADET.APM_CLS", "False", "MODEL.PADET.FAM_MODE", "none"),
+    ("MODEL.PADET.APM_LOSS_WEIGHT", "0.25"), (*DETACH, "MODEL.PADET.APM_LOSS_WEIGHT", "0.0"),
+    ("MODEL.PADET.APM_PROMOTE_THRESH", "0.5"), ("MODEL.PADET.APM_HNM_RATIO", "0"),
+]
 
 # the switches away from each shapes config's own setting (docs/<method>.md)
 CASES = [
@@ -44,7 +55,7 @@ CASES = [
     (RGA_PRM, ("MODEL.PRM.TEST_MODULE", "1")),
     (RGA_PRM, ("MODEL.PRM.LOSS_WEIGHTS", "[1.0, 0.0]")),  # zero gradients, still connected
     (IOU_UNIFORM_RGA_PRM, ("MODEL.PRM.TEST_MODULE", "0")),
-    *[(PADET, opts) for opts in PADET_MODES],
+    *[(PADET, opts) for opts in PADET_MODES + PADET_EXPERIMENTS],
     *[(c, (f"MODEL.IOU_BALANCED.{k}_ENABLED", "False"))
       for c in (IB_RCNN, IB_RETINANET) for k in ("CLS", "LOC")],
     (IB_RCNN, ("MODEL.IOU_BALANCED.W_LOC_MODE", "fixed")),

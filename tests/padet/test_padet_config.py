@@ -99,3 +99,27 @@ def test_smallest_input_size_has_six_distinct_levels():
     sides = [f.shape[-1] for f in features.values()]
     assert sides == [20, 10, 5, 3, 2, 1]
     assert model.backbone.size_divisibility == PADET_SIZE_DIVISIBILITY
+
+
+@pytest.mark.parametrize("key, value", [
+    ("APM_PROMOTE_THRESH", "-0.1"), ("APM_PROMOTE_THRESH", "1.5"), ("THETA", "2.0"),
+    ("APM_LOSS_WEIGHT", "-0.25"), ("APM_HNM_RATIO", "-1"), ("DET_HNM_RATIO", "-3"),
+])
+def test_out_of_range_option_is_refused_when_the_model_is_built(key, value):
+    """Thresholds on the APM score lie in [0, 1]; loss weights and mining ratios are >= 0."""
+    with pytest.raises(ValueError, match=re.escape(f"MODEL.PADET.{key} = {float(value):g}")):
+        build_model(_shapes_cfg(f"MODEL.PADET.{key}", value))
+
+
+@pytest.mark.parametrize("branch", ["APM_CLS", "APM_REG"])
+def test_promotion_threshold_needs_both_apm_branches(branch):
+    cfg = _shapes_cfg("MODEL.PADET.APM_PROMOTE_THRESH", "0.5", f"MODEL.PADET.{branch}", "False",
+                      "MODEL.PADET.FAM_MODE", "none")
+    with pytest.raises(ValueError, match="APM_PROMOTE_THRESH = 0.5 needs both APM branches"):
+        build_model(cfg)
+
+
+def test_experiment_options_default_to_the_paper():
+    """Defaults: every anchor promoted, L_apm on the shared features with weight 1."""
+    p = _shapes_cfg().MODEL.PADET
+    assert (p.APM_PROMOTE_THRESH, p.APM_DETACH, p.APM_LOSS_WEIGHT) == (0.0, False, 1.0)

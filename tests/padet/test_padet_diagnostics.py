@@ -1,5 +1,5 @@
-"""padet.analysis (anchor_balance, box_regression) and tools/diagnose_padet.py: a random model,
-the tiny shapes split."""
+"""padet.analysis (anchor_balance, box_regression, promotion_sources, training_dynamics) and
+tools/diagnose_padet.py: a random model, the tiny shapes split."""
 import json
 
 import pytest
@@ -11,7 +11,7 @@ from detectron2.modeling import build_model
 from padet.dataset_mapper import PADetDatasetMapper
 from d2ext.analysis import pearson_r as _correlation
 from detectron2.checkpoint import DetectionCheckpointer
-from padet.analysis import anchor_balance, box_regression
+from padet.analysis import anchor_balance, box_regression, promotion_sources
 from tests.conftest import config_path, load_tool
 
 main = load_tool("diagnose_padet").main
@@ -84,3 +84,75 @@ def test_box_regression_measures_the_predicted_deltas(tiny_shapes):
             assert row["correlation"] == [None] * 4  # a constant prediction has no correlation
     assert _correlation(torch.arange(5.0), 2 * torch.arange(5.0) + 1) == pytest.approx(1.0)
     assert _correlation(torch.arange(5.0), -torch.arange(5.0)) == pytest.approx(-1.0)
+
+
+def test_promotion_sources_split_the_detection_positives(tiny_shapes, tmp_path, monkeypatch):
+    model, mapper, dicts, size = _model_and_data(tiny_shapes)
+    result = promotion_sources(model, mapper, dicts, size)
+    balance = anchor_balance(model, mapper, dicts, size)["balance"]
+    rows = result["by_size"]
+    assert list(rows) == ["small", "medium", "large", "all"]
+    assert rows["all"]["num_gts"] == sum(rows[s]["num_gts"] for s in ("small", "medium", "large"))
+    # the same positives as Figure 1's APM_R / initial counts, split by GT size
+    every = rows["all"]
+    assert every["det_positives_per_gt"] * every["num_gts"] == pytest.approx(
+        3 * balance["APM_R"]["pos_per_image"])
+    assert every["apm_positives_per_gt"] * every["num_gts"] == pytest.approx(
+        3 * balance["initial"]["pos_per_image"])
+    assert sum(every["det_positive_sources"].values()) == pytest.approx(1.0)
+    assert every["det_positives_promoted"] == 1.0  # APM_PROMOTE_THRESH 0: every anchor
+    # nothing promoted: the detection module matches the APM's own anchors, so each of its
+    # positives is an APM positive
+    monkeypatch.setattr(model.apm, "promote_thresh", 1.0)
+    unpromoted = promotion_sources(model, mapper, dicts, size)["by_size"]["all"]
+    assert unpromoted["det_positives_promoted"] == 0.0
+    assert unpromoted["det_positive_sources"] == {
+        "apm_positive": 1.0, "apm_negative": 0.0, "apm_ignored": 0.0}
+
+    written = main(["promotion_sources", "--config-file", CONFIG, "--dataset", tiny_shapes[0],
+                    "--num-images", "3", "--output-dir", str(tmp_path), "MODEL.DEVICE", "cpu",
+                    "MODEL.WEIGHTS", _checkpoint(tmp_path)])
+    assert written == result
+    assert (tmp_path / "promotion_sources.png").stat().st_size > 0
+
+
+def test_training_dynamics_over_saved_checkpoints(tiny_shapes, tmp_path):
+    """Two identical checkpoints flip no label; a differently initialised model does."""
+    model, _, _, _ = _model_and_data(None)
+    paths = [str(tmp_path / f"{name}.pth") for name in ("a", "b", "c")]
+    for path in paths[:2]:
+        torch.save({"model": model.state_dict()}, path)
+    torch.manual_seed(1)
+    torch.save({"model": build_model(load_config(CONFIG, ["MODEL.DEVICE", "cpu"])).state_dict(),
+                "iteration": 99}, paths[2])
+    result = main(["training_dynamics", "--checkpoints", *paths, "--config-file", CONFIG,
+                   "--dataset", tiny_shapes[0], "--num-images", "2",
+                   "--output-dir", str(tmp_path), "MODEL.DEVICE", "cpu"])
+    assert json.load(open(tmp_path / "training_dynamics.json")) == result
+    assert (tmp_path / "training_dynamics.png").stat().st_size > 0
+    assert set(result) == {"num_images", "levels", "sizes", "checkpoints", "label_flips"}
+    assert result["levels"] == ["d1", "d2", "d3", "d4", "d5", "d6"]
+    rows = result["checkpoints"]
+    assert [r["checkpoint"] for r in rows] == paths
+    assert [r["iteration"] for r in rows] == [None, None, 99]
+    for row in rows:
+        assert set(row) == {"checkpoint", "iteration", "num_positives", "right_class_probability",
+                            "by_level", "by_size", "by_level_and_size",
+                            "num_positives_by_level_and_size"}
+        counts = row["num_positives_by_level_and_size"]
+        assert sum(n for level in counts.values() for n in level.values()) == \
+            row["num_positives"] > 0
+        assert 0 < row["right_class_probability"] < 1
+    assert rows[0] == {**rows[1], "checkpoint": paths[0]}
+    first, second = result["label_flips"]
+    assert (first["from"], first["to"], second["to"]) == tuple(paths)
+    assert first["fraction_of_anchors"] == first["fraction_of_positives"] == 0.0
+    assert second["fraction_of_anchors"] > 0
+
+
+def test_training_dynamics_names_a_missing_checkpoint(tmp_path):
+    """Config overrides after --checkpoints are taken for checkpoints: the error says so."""
+    (tmp_path / "model.pth").touch()
+    with pytest.raises(FileNotFoundError, match=r"\['MODEL.DEVICE', 'cpu'\].*config overrides"):
+        main(["training_dynamics", "--config-file", CONFIG, "--checkpoints",
+              str(tmp_path / "model.pth"), "MODEL.DEVICE", "cpu"])
