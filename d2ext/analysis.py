@@ -4,7 +4,7 @@ import torch
 
 from detectron2.structures import BoxMode, pairwise_iou
 
-__all__ = ["gt_boxes_and_classes", "pearson_r", "best_same_class_iou"]
+__all__ = ["gt_boxes_and_classes", "pearson_r", "best_same_class_iou", "best_same_class_match"]
 
 
 def gt_boxes_and_classes(record):
@@ -32,8 +32,17 @@ def best_same_class_iou(pred_boxes, pred_classes, gt_boxes, gt_classes):
         pred_boxes, gt_boxes (Boxes): D detections and G GT boxes of one image.
         pred_classes, gt_classes (Tensor): their classes.
     """
+    return best_same_class_match(pred_boxes, pred_classes, gt_boxes, gt_classes)[0]
+
+
+def best_same_class_match(pred_boxes, pred_classes, gt_boxes, gt_classes):
+    """``(iou, index)``: (D,) IoU of every detection with its best GT box of the same class and
+    (D,) that GT's index; IoU 0 and index -1 where no GT of its class overlaps it (arguments as
+    :func:`best_same_class_iou`)."""
     if len(gt_boxes) == 0:
-        return torch.zeros(len(pred_boxes), device=pred_boxes.device)
+        iou = torch.zeros(len(pred_boxes), device=pred_boxes.device)
+        return iou, torch.full_like(iou, -1, dtype=torch.long)
     iou = pairwise_iou(pred_boxes, gt_boxes)
     iou[pred_classes[:, None] != gt_classes[None, :].to(pred_classes.device)] = 0
-    return iou.max(dim=1).values
+    best, index = iou.max(dim=1)
+    return best, torch.where(best > 0, index, torch.full_like(index, -1))

@@ -3,29 +3,42 @@ runs them and plots the numbers).
 
 - :func:`iou_hist`: IoU histogram of the positive sampled RPN RoIs vs the generated samples
   (paper Fig. 1a).
-- :func:`loc_gain`: IoU after regression vs IoU before, per input-IoU bin (Fig. 3); works for
-  ``IoUUniformROIHeads`` and for detectron2's ``StandardROIHeads`` (a baseline checkpoint).
-- :func:`iou_pred_pairs` / :func:`iou_pred_summary`: predicted IoU vs true IoU of the
+- :func:`loc_gain`: IoU after one regression (:func:`regress`) vs IoU before, per input-IoU
+  interval (Fig. 3), on jittered probes around the GTs or on the RPN's test-time proposals;
+  works for ``IoUUniformROIHeads`` and for detectron2's ``StandardROIHeads`` (a baseline
+  checkpoint), so that the two compare on the same images.
+- :func:`iou_pred_pairs` / :func:`iou_pred_summary`: predicted IoU vs true IoU of the final
   detections, with and without EFO (Fig. 8).
+- :func:`reorder`: how often the IoU score p_c · u (EFO on or off) ranks a worse-localized
+  candidate of a GT above the top one by p_c alone (§3.2).
 
 ``iou_hist`` uses the first training dataset, the others the first test dataset; images are
-resized as at test time and the first ``num_images`` of them are used.
+resized as at test time and the first ``num_images`` of them are used. The model is expected in
+eval mode (``d2ext.tooling.load_trained_model``): its RPN then gives the test-time proposals.
 """
 import numpy as np
 import torch
 
-from d2ext.analysis import best_same_class_iou, pearson_r
+from d2ext.analysis import best_same_class_iou, best_same_class_match, pearson_r
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
-from detectron2.structures import Boxes, Instances
+from detectron2.modeling.roi_heads import CascadeROIHeads
+from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage
 
+from .inference import candidate_scores
 from .roi_heads import IoUUniformROIHeads, refine_boxes
 from .sample_generator import IoUUniformSampleGenerator, paired_iou
 
-__all__ = ["EDGES", "iou_hist", "loc_gain", "iou_pred_pairs", "iou_pred_summary"]
+__all__ = ["EDGES", "PROPOSAL_EDGES", "LOC_GAIN_SOURCES", "iou_hist", "regress", "loc_gain",
+           "iou_pred_pairs", "iou_pred_summary", "reorder"]
 
 EDGES = np.round(np.arange(0.5, 1.0001, 0.05), 2)  # 10 bins of input / target IoU
+# loc_gain on proposals: Fig. 3's 0.1-wide input-IoU intervals above 0.5, and two below it
+PROPOSAL_EDGES = np.round(np.arange(0.3, 1.0001, 0.1), 1)
+# an IoU change smaller than this is float rounding (a zero-delta regression moves a box by an
+# ulp of its coordinates), neither an improvement nor a loss
+IOU_CHANGE_TOL = 1e-4
 
 
 def _batches(cfg, dataset, num_images):
@@ -80,9 +93,23 @@ def iou_hist(cfg, model, num_images):
     return numbers
 
 
-def _regressed_boxes(model, features, boxes, gt_classes, image_size):
-    """Boxes after one pass of the model's box regressor (IoU-uniform or detectron2's)."""
+def regress(model, features, boxes, classes, image_size):
+    """Boxes after one pass of the model's box regressor, clipped to the image: the
+    class-agnostic regression tower of ``IoUUniformROIHeads``, or for detectron2's
+    ``StandardROIHeads`` (and subclasses with its ``box_predictor``, e.g. the IoU-balanced
+    head) the deltas of each box's class in ``classes`` (class-agnostic deltas as they are).
+
+    Args:
+        features (dict[str, Tensor]): the backbone features of one image.
+        boxes (Boxes): R input boxes; classes (Tensor): (R,) their classes.
+        image_size (tuple): (h, w) of the image.
+    Returns:
+        Tensor: (R, 4) regressed boxes.
+    """
     heads = model.roi_heads
+    if isinstance(heads, CascadeROIHeads):
+        raise ValueError("one regression pass of a cascade is not defined; use a Faster R-CNN "
+                         f"model, not {type(heads).__name__}")
     f = [features[k] for k in heads.box_in_features]
     if isinstance(heads, IoUUniformROIHeads):
         deltas, _ = heads.regress(f, [boxes])
@@ -91,7 +118,7 @@ def _regressed_boxes(model, features, boxes, gt_classes, image_size):
     inst = Instances(image_size, proposal_boxes=boxes)
     pred = heads.box_predictor.predict_boxes(predictions, [inst])[0]  # (R, 4 * C) or (R, 4)
     if pred.shape[1] > 4:
-        pred = pred.view(len(boxes), -1, 4)[torch.arange(len(boxes)), gt_classes]
+        pred = pred.view(len(boxes), -1, 4)[torch.arange(len(boxes)), classes]
     out = Boxes(pred)
     out.clip(image_size)
     return out.tensor
@@ -104,10 +131,9 @@ _PROBE_RANGES = {5: (0.75, (0.5, 2.0)), 6: (0.5, (0.6, 1.6)), 7: (0.3, (0.7, 1.4
                  8: (0.125, (0.8, 1.25)), 9: (0.125, (0.9, 1.25))}
 
 
-@torch.no_grad()
-def loc_gain(cfg, model, num_images):
-    """Fig. 3: jittered boxes around test GTs in 0.05-wide input-IoU bins are regressed once;
-    per bin: mean input IoU, mean output IoU with the same GT, localization gain."""
+def _generated_ious(cfg, model, num_images):
+    """(input, output) IoU of jittered probes around the test GTs, 8 per GT and 0.05 bin of
+    ``EDGES``, regressed once with the GT's class; and the number of probes."""
     lows = EDGES[:-1]
     tables = [_PROBE_RANGES[int(round(lo * 100)) // 10] for lo in lows]
     probe = IoUUniformSampleGenerator(
@@ -122,31 +148,105 @@ def loc_gain(cfg, model, num_images):
         s = probe(gt.gt_boxes, gt.image_size)
         if len(s) == 0:
             continue
-        boxes = _regressed_boxes(model, features, Boxes(s.boxes), gt.gt_classes[s.gt_inds],
-                                 gt.image_size)
+        boxes = regress(model, features, Boxes(s.boxes), gt.gt_classes[s.gt_inds], gt.image_size)
         ins.append(s.ious.cpu())
         outs.append(paired_iou(boxes, gt.gt_boxes.tensor[s.gt_inds]).cpu())
-    ins, outs = torch.cat(ins).numpy(), torch.cat(outs).numpy()
-    bins = np.clip(np.digitize(ins, EDGES[1:-1], right=True), 0, len(lows) - 1)
+    return ins, outs, sum(len(x) for x in ins)
+
+
+def _proposal_ious(cfg, model, num_images):
+    """(input, output) IoU of the RPN's test-time proposals with IoU > ``PROPOSAL_EDGES[0]``
+    with their best-overlapping GT of any class (a proposal has no class), regressed once with
+    that GT's class; and the number of proposals of the images with GT."""
+    ins, outs, total = [], [], 0
+    for d in _batches(cfg, cfg.DATASETS.TEST[0], num_images):
+        features, proposals, gt = _features_and_proposals(model, d)
+        if len(gt) == 0:
+            continue
+        total += len(proposals)
+        iou, gt_inds = pairwise_iou(proposals.proposal_boxes, gt.gt_boxes).max(dim=1)
+        keep = iou > PROPOSAL_EDGES[0]
+        if not keep.any():
+            continue
+        gt_inds = gt_inds[keep]
+        boxes = regress(model, features, proposals.proposal_boxes[keep], gt.gt_classes[gt_inds],
+                        gt.image_size)
+        ins.append(iou[keep].cpu())
+        outs.append(paired_iou(boxes, gt.gt_boxes.tensor[gt_inds]).cpu())
+    return ins, outs, total
+
+
+LOC_GAIN_SOURCES = {"generated": (_generated_ious, EDGES),
+                    "proposals": (_proposal_ious, PROPOSAL_EDGES)}
+
+
+def _gain_rows(ins, outs, edges):
+    """One row per (lo, hi] input-IoU interval of ``edges``: count, mean input and output IoU,
+    gain (mean output − input) and the shares the regression improved and made worse (by more
+    than ``IOU_CHANGE_TOL``, above the float rounding of the box coder). The edges are
+    compared in the IoUs' precision, so that a float32 IoU of 0.6 is in (0.5, 0.6]."""
+    edges = np.asarray(edges, dtype=ins.dtype)
+    bins = np.digitize(ins, edges[1:-1], right=True)
+    inside = (ins > edges[0]) & (ins <= edges[-1])
     rows = []
-    for b, lo in enumerate(lows):
-        m = bins == b
-        rows.append({"interval": [float(lo), float(EDGES[b + 1])], "count": int(m.sum()),
-                     "mean_input_iou": float(ins[m].mean()) if m.any() else None,
-                     "mean_output_iou": float(outs[m].mean()) if m.any() else None,
-                     "gain": float((outs[m] - ins[m]).mean()) if m.any() else None,
-                     "improved_fraction": float((outs[m] > ins[m]).mean()) if m.any() else None})
-    return {"roi_heads": type(model.roi_heads).__name__, "images": num_images,
-            "bins": rows, "mean_gain": float((outs - ins).mean())}
+    for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        m = inside & (bins == b)
+        i, o = ins[m], outs[m]
+        rows.append({"interval": [round(float(lo), 2), round(float(hi), 2)],
+                     "count": int(m.sum()),
+                     "mean_input_iou": float(i.mean()) if m.any() else None,
+                     "mean_output_iou": float(o.mean()) if m.any() else None,
+                     "gain": float((o - i).mean()) if m.any() else None,
+                     "improved_fraction": float((o > i + IOU_CHANGE_TOL).mean())
+                     if m.any() else None,
+                     "worse_fraction": float((o < i - IOU_CHANGE_TOL).mean())
+                     if m.any() else None})
+    return rows
+
+
+@torch.no_grad()
+def loc_gain(cfg, model, num_images, source="generated"):
+    """Fig. 3: the IoU with the GT of boxes regressed once by the model (:func:`regress`),
+    against their input IoU, per input-IoU interval; for a baseline or an IoU-uniform model.
+
+    ``source``: "generated": jittered probes around the test GTs in 0.05-wide bins of
+    (0.5, 1.0] (8 per GT and bin); "proposals": the RPN's test-time proposals (the model in
+    eval mode), each with its best-overlapping GT, in the intervals (0.5, 0.6], ..., (0.9, 1.0]
+    (``bins``) and (0.3, 0.4], (0.4, 0.5] (``below_0.5``).
+
+    Returns a dict: ``roi_heads``, ``source``, ``images``, ``boxes`` (every probe, or every
+    proposal of the images with GT), ``kept`` (boxes with input IoU > 0.5, the sum of the
+    bins' counts), ``bins`` (rows of :func:`_gain_rows`), ``mean_gain`` (over the kept boxes)
+    and ``below_0.5`` (rows below 0.5: none for the probes).
+    """
+    if source not in LOC_GAIN_SOURCES:
+        raise ValueError(f"source must be one of {tuple(LOC_GAIN_SOURCES)}, got {source!r}")
+    pairs, edges = LOC_GAIN_SOURCES[source]
+    ins, outs, boxes = pairs(cfg, model, num_images)
+    ins, outs = (torch.cat(x).numpy() if x else np.zeros(0, np.float32) for x in (ins, outs))
+    rows = _gain_rows(ins, outs, edges)
+    kept = ins > 0.5
+    return {"roi_heads": type(model.roi_heads).__name__, "source": source,
+            "images": num_images, "boxes": boxes, "kept": int(kept.sum()),
+            "bins": [r for r in rows if r["interval"][0] >= 0.5],
+            "mean_gain": float((outs[kept] - ins[kept]).mean()) if kept.any() else None,
+            "below_0.5": [r for r in rows if r["interval"][0] < 0.5]}
+
+
+def _iou_uniform_heads(model, name):
+    """The model's ROI heads; ValueError naming the diagnostic ``name`` unless they are
+    ``IoUUniformROIHeads`` (the diagnostics of the IoU output need them)."""
+    heads = model.roi_heads
+    if not isinstance(heads, IoUUniformROIHeads):
+        raise ValueError(f"{name} needs IoUUniformROIHeads, the model has {type(heads).__name__}")
+    return heads
 
 
 @torch.no_grad()
 def iou_pred_pairs(cfg, model, num_images, efo):
     """Fig. 8: ``(predicted, true)`` IoU arrays of every detection on the first test dataset,
     with EFO on or off (``efo``): ``pred_ious`` vs the best IoU with a GT of its class."""
-    heads = model.roi_heads
-    if not isinstance(heads, IoUUniformROIHeads):
-        raise ValueError(f"iou_pred needs IoUUniformROIHeads, the model has {type(heads).__name__}")
+    heads = _iou_uniform_heads(model, "iou_pred")
     saved, heads.efo = heads.efo, efo
     pred, true = [], []
     try:
@@ -172,3 +272,75 @@ def iou_pred_summary(pred, true):
         "mean_abs_error_true_iou_above_0.5": float(np.abs(pred[pos] - true[pos]).mean())
         if pos.any() else None,
     }
+
+
+def _top_box_ious(boxes, probs, ious, gt, score_thresh, match_iou):
+    """(N, 3): for each of the N GTs of one image with candidates, the true IoU of its top
+    candidate by p_c, of its top candidate by p_c · u, and its best candidate's.
+
+    The candidates are the (RoI, class c) pairs scored by :func:`candidate_scores` (p_c above
+    ``score_thresh``, before NMS); each is matched to its best GT of class c, when that IoU is
+    at least ``match_iou``."""
+    rois, classes, by_iou = candidate_scores(boxes.tensor, probs, ious, "cls_x_iou", score_thresh)
+    _, _, by_cls = candidate_scores(boxes.tensor, probs, ious, "cls", score_thresh)
+    true, gt_inds = best_same_class_match(boxes[rois], classes, gt.gt_boxes, gt.gt_classes)
+    matched = true >= match_iou
+    rows = []
+    for g in gt_inds[matched].unique().tolist():
+        m = matched & (gt_inds == g)
+        t = true[m]
+        rows.append([t[by_cls[m].argmax()], t[by_iou[m].argmax()], t.max()])
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 3)
+
+
+def _reorder_summary(t):
+    """Counts and mean IoUs of :func:`reorder` from the stacked rows of :func:`_top_box_ious`."""
+    by_cls, by_iou, best = t.numpy().T
+    n = len(t)
+    lose, win = by_iou < by_cls, by_iou > by_cls
+
+    def mean(x):
+        return float(x.mean()) if len(x) else None
+
+    return {"gts_with_candidates": n, "lose": int(lose.sum()), "win": int(win.sum()),
+            "tie": int(n - lose.sum() - win.sum()),
+            "lose_fraction": float(lose.mean()) if n else None,
+            "win_fraction": float(win.mean()) if n else None,
+            "mean_iou_top_cls": mean(by_cls), "mean_iou_top_cls_x_iou": mean(by_iou),
+            "mean_iou_best": mean(best),
+            "mean_iou_drop_when_lose": mean(by_cls[lose] - by_iou[lose]),
+            "mean_iou_rise_when_win": mean(by_iou[win] - by_cls[win])}
+
+
+@torch.no_grad()
+def reorder(cfg, model, num_images, match_iou=0.5):
+    """How often the IoU score reorders the top box of a GT so that a better-localized box
+    loses (§3.2, Fig. 5, Fig. 9): on the test-time detection candidates of an IoU-uniform model
+    before NMS (:meth:`IoUUniformROIHeads.refined_candidates`), for every GT, the top candidate
+    of its class matched to it (IoU >= ``match_iou``) under p_c alone against the top under
+    p_c · u, with u from EFO (``efo_on``) and u predicted at the proposal (``efo_off``),
+    whatever the config's ``EFO`` and ``SCORE_MODE``.
+
+    Per setting: ``lose`` / ``win`` / ``tie``: GTs whose top box under p_c · u has a lower /
+    higher / equal true IoU than the top box under p_c (their sum is
+    ``gts_with_candidates``), their fractions, the mean true IoU of the top box under p_c, under
+    p_c · u and of the best candidate, and the mean IoU change of the losses and the wins.
+    """
+    heads = _iou_uniform_heads(model, "reorder")
+    rows, gts = {"efo_on": [], "efo_off": []}, 0
+    for d in _batches(cfg, cfg.DATASETS.TEST[0], num_images):
+        features, proposals, gt = _features_and_proposals(model, d)
+        gts += len(gt)
+        if len(gt) == 0:
+            continue
+        f = [features[k] for k in heads.box_in_features]
+        (boxes,), probs, u_proposal = heads.refined_candidates(f, [proposals])
+        u_efo = heads.efo_ious(f, [boxes], heads.reg_iou_outputs)
+        for key, u in (("efo_on", u_efo), ("efo_off", u_proposal)):
+            rows[key].append(_top_box_ious(boxes, probs, u, gt, heads.test_score_thresh,
+                                           match_iou).cpu())
+    numbers = {"roi_heads": type(heads).__name__, "images": num_images, "gts": gts,
+               "match_iou": match_iou, "score_thresh": heads.test_score_thresh}
+    for key, r in rows.items():
+        numbers[key] = _reorder_summary(torch.cat(r) if r else torch.zeros(0, 3))
+    return numbers

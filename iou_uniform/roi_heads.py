@@ -316,21 +316,32 @@ class IoUUniformROIHeads(IoUUniformHeadMixin, StandardROIHeads):
 
     # ------------------------------------------------------------------ inference
     def predict(self, features, proposals):
-        """§3.2 / Fig. 5: classify at the proposals; regress the detection candidates, EFO (IoU
-        at the refined boxes), score, NMS. Detections carry ``pred_ious`` (the IoU used for
-        scoring)."""
-        boxes = [p.proposal_boxes for p in proposals]
-        image_sizes = [p.image_size for p in proposals]
-        box_features = self.box_pooler(features, boxes)  # one pooling for both towers
-        probs = F.softmax(self.cls_logits(box_features), dim=-1)
-        keep, boxes = self.detection_candidates(probs, boxes)
-        deltas, ious = self.reg_iou_outputs(box_features[keep])
-        refined = refine_boxes(self.box2box_transform, boxes, deltas, image_sizes)
+        """§3.2 / Fig. 5: :meth:`refined_candidates`, EFO (IoU at the refined boxes), score,
+        NMS. Detections carry ``pred_ious`` (the IoU used for scoring)."""
+        refined, probs, ious = self.refined_candidates(features, proposals)
         if self.efo:
             ious = self.efo_ious(features, refined, self.reg_iou_outputs)
         num = [len(b) for b in refined]
         return iou_uniform_inference(
-            [b.tensor for b in refined], probs[keep].split(num), ious.split(num), image_sizes,
-            self.score_mode, self.test_score_thresh, self.test_nms_thresh,
-            self.test_topk_per_image,
+            [b.tensor for b in refined], probs.split(num), ious.split(num),
+            [p.image_size for p in proposals], self.score_mode, self.test_score_thresh,
+            self.test_nms_thresh, self.test_topk_per_image,
         )
+
+    def refined_candidates(self, features, proposals):
+        """The detection candidates before scoring: classify at the proposals, keep the RoIs
+        with some p_c above the score threshold, regress them once.
+
+        Returns:
+            refined (list[Boxes]): the candidates' refined boxes, per image;
+            probs (Tensor): (R, C+1) their class probabilities, images concatenated;
+            ious (Tensor): (R,) the IoU u predicted at the proposal (EFO off).
+        """
+        boxes = [p.proposal_boxes for p in proposals]
+        box_features = self.box_pooler(features, boxes)  # one pooling for both towers
+        probs = F.softmax(self.cls_logits(box_features), dim=-1)
+        keep, boxes = self.detection_candidates(probs, boxes)
+        deltas, ious = self.reg_iou_outputs(box_features[keep])
+        refined = refine_boxes(self.box2box_transform, boxes, deltas,
+                               [p.image_size for p in proposals])
+        return refined, probs[keep], ious

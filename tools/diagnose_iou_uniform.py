@@ -3,11 +3,16 @@
 
     python tools/diagnose_iou_uniform.py iou_hist --config-file <cfg> MODEL.WEIGHTS <pth>
         IoU histogram of the positive sampled RPN RoIs vs the generated samples (paper Fig. 1a).
-    python tools/diagnose_iou_uniform.py loc_gain --config-file <cfg> MODEL.WEIGHTS <pth>
-        IoU after regression vs IoU before, per input-IoU bin (Fig. 3); a baseline Faster
-        R-CNN checkpoint works too.
+    python tools/diagnose_iou_uniform.py loc_gain --source {generated,proposals} \
+            --config-file <cfg> MODEL.WEIGHTS <pth>
+        IoU after one regression vs IoU before, per input-IoU interval (Fig. 3), on jittered
+        probes around the GTs (default) or on the RPN's test-time proposals; writes
+        loc_gain_<source>.png/json. A baseline Faster R-CNN checkpoint works too.
     python tools/diagnose_iou_uniform.py iou_pred --config-file <cfg> MODEL.WEIGHTS <pth>
-        Predicted IoU vs true IoU of the detections, with and without EFO (Fig. 8).
+        Predicted IoU vs true IoU of the final detections, with and without EFO (Fig. 8).
+    python tools/diagnose_iou_uniform.py reorder --config-file <cfg> MODEL.WEIGHTS <pth>
+        Per GT, the top detection candidate (before NMS) by p_c vs by p_c x u, EFO on and off:
+        how often a better-localized box loses (§3.2).
 
 Options: --num-images N (default 100), --output-dir DIR (default <OUTPUT_DIR>/diagnostics);
 trailing KEY VALUE pairs override the config, as in train_net.py.
@@ -41,15 +46,50 @@ def plot_iou_hist(numbers, plt):
 
 
 def plot_loc_gain(numbers, plt):
-    fig, ax = plt.subplots(figsize=(5, 5))
-    rows = [r for r in numbers["bins"] if r["count"]]
-    ax.plot([0.5, 1], [0.5, 1], "k--", lw=1, label="no change")
+    """Left: mean output vs mean input IoU per interval; right: gain per interval, each bar
+    labelled with the share of boxes the regression made worse."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 5))
+    rows = [r for r in numbers["below_0.5"] + numbers["bins"] if r["count"]]
+    low = min([r["interval"][0] for r in rows], default=0.5)
+    ax.plot([low, 1], [low, 1], "k--", lw=1, label="no change")
     ax.plot([r["mean_input_iou"] for r in rows], [r["mean_output_iou"] for r in rows], "o-",
             label=numbers["roi_heads"])
     ax.set_xlabel("input IoU")
     ax.set_ylabel("IoU after regression")
-    ax.set_title("Localization gain per input-IoU bin (Fig. 3)")
+    source = {"generated": "jittered probes", "proposals": "RPN proposals at test"}
+    ax.set_title(f"Localization gain, {source[numbers['source']]} (Fig. 3)")
     ax.legend()
+    labels = [f"({r['interval'][0]:g}, {r['interval'][1]:g}]" for r in rows]
+    bars = bx.bar(range(len(rows)), [r["gain"] for r in rows])
+    bx.bar_label(bars, [f"{r['worse_fraction']:.0%} worse" for r in rows], fontsize=7)
+    bx.axhline(0, color="k", lw=1)
+    bx.set_xticks(range(len(rows)), labels, rotation=45, fontsize=7)
+    bx.set_xlabel("input-IoU interval")
+    bx.set_ylabel("mean IoU gain")
+    bx.set_title("Gain per input-IoU interval, share made worse")
+    return fig
+
+
+def plot_reorder(numbers, plt):
+    """Left: shares of GTs whose top box loses / ties / wins under p_c x u against p_c; right:
+    mean true IoU of the top box under each ranking and of the best candidate."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
+    settings = ("efo_on", "efo_off")
+    for k, outcome in enumerate(("lose", "tie", "win")):
+        shares = [numbers[s][outcome] / max(numbers[s]["gts_with_candidates"], 1)
+                  for s in settings]
+        ax.bar([i + (k - 1) * 0.25 for i in range(2)], shares, width=0.25, label=outcome)
+    ax.set_xticks(range(2), ["p_c x u, EFO on", "p_c x u, EFO off"])
+    ax.set_ylabel("share of GTs with candidates")
+    ax.set_title("Top box under p_c x u vs under p_c")
+    ax.legend()
+    names = ["top by p_c", "top by p_c x u (EFO on)", "top by p_c x u (EFO off)", "best"]
+    values = [numbers["efo_on"]["mean_iou_top_cls"], numbers["efo_on"]["mean_iou_top_cls_x_iou"],
+              numbers["efo_off"]["mean_iou_top_cls_x_iou"], numbers["efo_on"]["mean_iou_best"]]
+    bx.bar(range(4), [v or 0 for v in values])
+    bx.set_xticks(range(4), names, rotation=20, fontsize=8)
+    bx.set_ylabel("mean true IoU")
+    bx.set_ylim(0.5, 1)
     return fig
 
 
@@ -71,18 +111,26 @@ def iou_pred(cfg, model, num_images, plt):
 
 
 def main(argv=None):
-    parser, _ = tool_parser(__doc__, {"iou_hist": {}, "loc_gain": {}, "iou_pred": {}})
+    parser, parsers = tool_parser(
+        __doc__, {"iou_hist": {}, "loc_gain": {}, "iou_pred": {}, "reorder": {}})
+    parsers["loc_gain"].add_argument(
+        "--source", choices=tuple(analysis.LOC_GAIN_SOURCES), default="generated",
+        help="jittered probes around the GTs, or the RPN's test-time proposals")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     model = load_trained_model(cfg)
     plt = pyplot()
-    if args.name == "iou_pred":
+    name = args.name
+    if name == "iou_pred":
         numbers, fig = iou_pred(cfg, model, args.num_images, plt)
+    elif name == "loc_gain":
+        numbers = analysis.loc_gain(cfg, model, args.num_images, args.source)
+        fig, name = plot_loc_gain(numbers, plt), f"loc_gain_{args.source}"
     else:
-        numbers = getattr(analysis, args.name)(cfg, model, args.num_images)
-        fig = (plot_iou_hist if args.name == "iou_hist" else plot_loc_gain)(numbers, plt)
-    write_figure_and_json(fig, numbers, output_dir_of(args, cfg), args.name)
+        numbers = getattr(analysis, name)(cfg, model, args.num_images)
+        fig = (plot_iou_hist if name == "iou_hist" else plot_reorder)(numbers, plt)
+    write_figure_and_json(fig, numbers, output_dir_of(args, cfg), name)
     return numbers
 
 

@@ -1,10 +1,15 @@
 """tools/diagnose_iou_uniform.py: each diagnostic runs on a tiny (untrained) model and writes
 PNG + JSON."""
+import copy
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.structures import Boxes
+from iou_uniform import analysis
 from tests.conftest import TINY_TRAIN, TINY_VAL, config_path, load_tool
 from tests.model_checks import build_model_from_config
 
@@ -25,10 +30,10 @@ def weights(tmp_path_factory):
     return paths
 
 
-def run(name, cfg_file, weights_file, out):
+def run(name, cfg_file, weights_file, out, *options):
     return load_tool("diagnose_iou_uniform").main([
-        name, "--config-file", cfg_file, "--num-images", "2", "--output-dir", str(out), *DATA,
-        "MODEL.WEIGHTS", weights_file])
+        name, "--config-file", cfg_file, "--num-images", "2", "--output-dir", str(out),
+        *options, *DATA, "MODEL.WEIGHTS", weights_file])
 
 
 def read(out, name):
@@ -44,16 +49,103 @@ def test_iou_hist(tiny_shapes, weights, tmp_path):
     assert numbers["rpn_positives"]["count"] == sum(numbers["rpn_positives"]["hist"])
 
 
+ROW_KEYS = {"interval", "count", "mean_input_iou", "mean_output_iou", "gain",
+            "improved_fraction", "worse_fraction"}
+REORDER_KEYS = {"gts_with_candidates", "lose", "win", "tie", "lose_fraction", "win_fraction",
+                "mean_iou_top_cls", "mean_iou_top_cls_x_iou", "mean_iou_best",
+                "mean_iou_drop_when_lose", "mean_iou_rise_when_win"}
+
+
+@pytest.fixture(scope="module")
+def models(tiny_shapes):
+    """``{name: (cfg, untrained model in eval mode)}`` on the tiny shapes splits."""
+    out = {}
+    for name, cfg_file in (("iou_uniform", CFG), ("baseline", BASELINE)):
+        cfg, model = build_model_from_config(cfg_file, *DATA)
+        out[name] = (cfg, model.eval())
+    return out
+
+
+def regressor_output(model):
+    """The last Linear of the model's box regressor (deltas)."""
+    heads = model.roi_heads
+    return heads.reg_iou_head.bbox_pred if hasattr(heads, "reg_iou_head") else \
+        heads.box_predictor.bbox_pred
+
+
+@pytest.mark.parametrize("source", ["generated", "proposals"])
 @pytest.mark.parametrize("model", ["iou_uniform", "baseline"])
-def test_loc_gain(tiny_shapes, weights, tmp_path, model):
+def test_loc_gain(tiny_shapes, weights, tmp_path, model, source):
     numbers = run("loc_gain", CFG if model == "iou_uniform" else BASELINE, weights[model],
-                  tmp_path)
-    assert read(tmp_path, "loc_gain") == numbers
-    assert len(numbers["bins"]) == 10 and sum(b["count"] for b in numbers["bins"]) > 0
-    for b in numbers["bins"]:
+                  tmp_path, "--source", source)
+    assert read(tmp_path, f"loc_gain_{source}") == numbers
+    assert set(numbers) == {"roi_heads", "source", "images", "boxes", "kept", "bins",
+                            "mean_gain", "below_0.5"}
+    assert numbers["source"] == source
+    assert numbers["roi_heads"] == ("IoUUniformROIHeads" if model == "iou_uniform"
+                                    else "StandardROIHeads")
+    bins, below = numbers["bins"], numbers["below_0.5"]
+    assert [b["interval"][0] for b in bins] == pytest.approx(
+        [0.5, 0.6, 0.7, 0.8, 0.9] if source == "proposals" else [0.5 + 0.05 * k for k in range(10)])
+    assert [b["interval"] for b in below] == ([[0.3, 0.4], [0.4, 0.5]] if source == "proposals"
+                                              else [])
+    assert 0 < numbers["kept"] == sum(b["count"] for b in bins) <= numbers["boxes"]
+    for b in bins + below:
+        assert set(b) == ROW_KEYS
         if b["count"]:
             assert b["interval"][0] < b["mean_input_iou"] <= b["interval"][1]
             assert b["gain"] == pytest.approx(b["mean_output_iou"] - b["mean_input_iou"], abs=1e-6)
+            assert b["improved_fraction"] + b["worse_fraction"] <= 1
+
+
+def test_gain_intervals_are_lower_open_upper_closed():
+    """Input IoU 0.6 counts in (0.5, 0.6], 1.0 in (0.9, 1.0]; 0.5 and below is outside the
+    table; every interval gets its own boxes."""
+    ins = np.array([0.5, 0.55, 0.6, 0.65, 0.75, 0.85, 0.95, 1.0], np.float32)
+    outs = ins + np.array([0, 0.1, -0.1, 0, 0, 0, 0, -0.2], np.float32)
+    rows = analysis._gain_rows(ins, outs, analysis.PROPOSAL_EDGES[2:])
+    assert [r["count"] for r in rows] == [2, 1, 1, 1, 2]
+    assert rows[0]["improved_fraction"] == rows[0]["worse_fraction"] == 0.5
+    assert rows[-1]["gain"] == pytest.approx(-0.1) and rows[-1]["worse_fraction"] == 0.5
+
+
+@pytest.mark.parametrize("model", ["iou_uniform", "baseline"])
+def test_loc_gain_of_a_zero_delta_regressor_is_zero(models, model):
+    """A regressor whose deltas are 0 leaves every proposal where it is: no gain, no box made
+    better or worse, in every interval."""
+    cfg, m = models[model]
+    m = copy.deepcopy(m)
+    layer = regressor_output(m)
+    torch.nn.init.zeros_(layer.weight)
+    torch.nn.init.zeros_(layer.bias)
+    numbers = analysis.loc_gain(cfg, m, 2, source="proposals")
+    assert numbers["kept"] > 0 and numbers["mean_gain"] == pytest.approx(0, abs=1e-6)
+    rows = [b for b in numbers["bins"] + numbers["below_0.5"] if b["count"]]
+    assert rows
+    for b in rows:
+        assert b["gain"] == pytest.approx(0, abs=1e-6)
+        assert b["improved_fraction"] == b["worse_fraction"] == 0
+
+
+def test_regress_takes_the_deltas_of_the_given_class(models):
+    """Baseline: class-specific deltas, the ones of each box's class; IoU-uniform: one
+    class-agnostic regression for every class."""
+    boxes = Boxes(torch.tensor([[20.0, 20, 60, 60], [30, 40, 90, 100]]))
+    classes = torch.tensor([1, 2])
+    for name, (_, m) in models.items():
+        m = copy.deepcopy(m)
+        layer = regressor_output(m)
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+        with torch.no_grad():
+            layer.bias[4 if name == "baseline" else 0] = 1.0  # dx of class 1 / of every box
+            features = m.backbone(torch.zeros(1, 3, 128, 160))
+            out = analysis.regress(m, features, boxes, classes, (128, 160))
+        shift = out - boxes.tensor
+        assert (shift[0, [0, 2]] > 1).all()  # moved right by dx / 10 of its width
+        assert torch.allclose(shift[0, [1, 3]], torch.zeros(2), atol=1e-4)
+        moved = name == "iou_uniform"  # class 2 has no delta in the baseline
+        assert bool((shift[1].abs() > 1).any()) == moved
 
 
 def test_iou_pred(tiny_shapes, weights, tmp_path):
@@ -65,3 +157,33 @@ def test_iou_pred(tiny_shapes, weights, tmp_path):
         run("iou_pred", BASELINE, weights["baseline"], tmp_path)
     with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS"):
         run("iou_pred", CFG, str(tmp_path / "none.pth"), tmp_path)
+
+
+def test_reorder(tiny_shapes, weights, tmp_path):
+    numbers = run("reorder", CFG, weights["iou_uniform"], tmp_path)
+    assert read(tmp_path, "reorder") == numbers
+    assert set(numbers) == {"roi_heads", "images", "gts", "match_iou", "score_thresh",
+                            "efo_on", "efo_off"}
+    for key in ("efo_on", "efo_off"):
+        r = numbers[key]
+        assert set(r) == REORDER_KEYS
+        assert 0 < r["gts_with_candidates"] <= numbers["gts"]
+        assert r["lose"] + r["win"] + r["tie"] == r["gts_with_candidates"]
+        for top in ("mean_iou_top_cls", "mean_iou_top_cls_x_iou"):
+            assert 0.5 <= r[top] <= r["mean_iou_best"] <= 1
+    with pytest.raises(ValueError, match="IoUUniformROIHeads"):
+        run("reorder", BASELINE, weights["baseline"], tmp_path)
+
+
+def test_reorder_with_a_constant_iou_prediction_never_reorders(models):
+    """u the same for every box: p_c x u ranks as p_c, every GT's top box is the same."""
+    cfg, m = models["iou_uniform"]
+    m = copy.deepcopy(m)
+    torch.nn.init.zeros_(m.roi_heads.reg_iou_head.iou_pred.weight)
+    torch.nn.init.constant_(m.roi_heads.reg_iou_head.iou_pred.bias, 0.7)
+    numbers = analysis.reorder(cfg, m, 2)
+    for key in ("efo_on", "efo_off"):
+        r = numbers[key]
+        assert r["gts_with_candidates"] > 0
+        assert r["lose"] == r["win"] == 0 and r["tie"] == r["gts_with_candidates"]
+        assert r["mean_iou_top_cls"] == r["mean_iou_top_cls_x_iou"]
