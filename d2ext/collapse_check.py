@@ -2,9 +2,9 @@
 
 A run can collapse early: its box head stops learning, its box-regression loss stays at one
 value from then on, and the run silently spends its whole schedule on a model that detects
-nothing. One seed of IoU-uniform R-CNN on shapes did so: ``loss_box_reg`` stayed at 0.60 from
-iteration 20 to the end (1,100 iterations) and the run ended at 0.6 AP, while another seed
-trained normally.
+nothing. One seed of IoU-uniform R-CNN on a simple synthetic dataset did so: ``loss_box_reg``
+stayed at 0.60 from iteration 20 to the end (1,100 iterations) and the run ended at 0.6 AP,
+while another seed trained normally.
 
 - :class:`CollapseDetector` is the rule; :func:`find_collapse` applies it to a sequence of
   per-iteration loss values and :func:`find_collapse_in_medians` to logged 20-iteration medians
