@@ -343,39 +343,76 @@ def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
     """Train and evaluate every (group, row, seed) missing from the results file, one run at a
     time, adding each to the file as it finishes. Rows sharing a trained model (same config,
     opts and seed) train it once; an interrupted run continues from its last checkpoint.
-    Returns the runs of the file."""
+    Returns the runs of the file.
+
+    A run whose ``train_net.py`` fails (``launch`` raises ``CalledProcessError``, e.g. a
+    training stopped by the collapse check) is not recorded and the other runs go on; rows
+    sharing its training are not tried again. After the last run, :class:`AblationError` lists
+    the failed runs with their logs."""
     runs = read_results(results_path)
+    failed, failed_dirs = [], set()
     for group, spec in groups.items():
         for row in spec["rows"]:  # a row's seeds one after the other: comparisons complete early
             for seed in seeds:
                 if find_run(runs, group, row.name, seed):
                     continue
                 train = run_dir(root, row, seed)
-                info_path = os.path.join(train, "ablation_run.json")
-                for output_dir, argv in train_net_commands(row, seed, root):
-                    logger.info("ablation %s/%s seed %d: train_net.py %s", group, row.name, seed,
-                                " ".join(argv))
-                    resumed = os.path.exists(os.path.join(output_dir, "last_checkpoint"))
-                    start = time.perf_counter()
-                    launch(argv)
-                    if output_dir == train:
-                        # a resumed run's time covers its last part only: not recorded
-                        seconds = None if resumed else round(time.perf_counter() - start, 1)
-                        info = {"commit": _commit(), "machine": _machine(), "train_s": seconds}
-                        if resumed:
-                            info["resumed"] = True
-                        write_text_atomically(info_path, json.dumps(info, indent=1))
-                test = eval_dir(root, row, seed) if row.test_opts else train
-                with open(_results_json(test)) as f:
-                    metrics = metrics_from_results(json.load(f))
-                info = {"commit": "unknown", "train_s": None}  # trained outside the runner
-                if os.path.exists(info_path):
-                    with open(info_path) as f:
-                        info = json.load(f)
-                with open(os.path.join(train, "config.yaml")) as f:
-                    iters = yaml.safe_load(f)["SOLVER"]["MAX_ITER"]
-                runs.append({"group": group, "name": row.name, "config": row.config,
-                             "opts": list(row.opts), "test_opts": list(row.test_opts),
-                             "seed": seed, **info, "iters": iters, "metrics": metrics})
+                if train in failed_dirs:
+                    failed.append(f"{group}/{row.name} seed {seed} (its training failed above)")
+                    continue
+                if not _launch_runs(row, seed, root, launch):
+                    failed_dirs.add(train)
+                    failed.append(f"{group}/{row.name} seed {seed} "
+                                  f"(log: {os.path.join(train, 'log.txt')})")
+                    continue
+                runs.append(_recorded_run(group, row, seed, root))
                 write_results(results_path, runs)
+    if failed:
+        raise AblationError(f"{len(failed)} run(s) failed and are not in {results_path}: "
+                            + "; ".join(failed))
     return runs
+
+
+def _launch_runs(row, seed, root, launch):
+    """Run the ``train_net.py`` commands of a row and seed still missing; False when one fails
+    (its error is in the child's output and its OUTPUT_DIR's log.txt)."""
+    train = run_dir(root, row, seed)
+    info_path = os.path.join(train, "ablation_run.json")
+    for output_dir, argv in train_net_commands(row, seed, root):
+        logger.info("ablation %s/%s seed %d: train_net.py %s", row.group, row.name, seed,
+                    " ".join(argv))
+        resumed = os.path.exists(os.path.join(output_dir, "last_checkpoint"))
+        start = time.perf_counter()
+        try:
+            launch(argv)
+        except subprocess.CalledProcessError as e:
+            logger.error("ablation %s/%s seed %d: train_net.py failed (exit status %s), see "
+                         "%s; going on with the other runs", row.group, row.name, seed,
+                         e.returncode, os.path.join(output_dir, "log.txt"))
+            return False
+        if output_dir == train:
+            # a resumed run's time covers its last part only: not recorded
+            seconds = None if resumed else round(time.perf_counter() - start, 1)
+            info = {"commit": _commit(), "machine": _machine(), "train_s": seconds}
+            if resumed:
+                info["resumed"] = True
+            write_text_atomically(info_path, json.dumps(info, indent=1))
+    return True
+
+
+def _recorded_run(group, row, seed, root):
+    """The results-file entry of a row and seed whose runs have finished."""
+    train = run_dir(root, row, seed)
+    test = eval_dir(root, row, seed) if row.test_opts else train
+    with open(_results_json(test)) as f:
+        metrics = metrics_from_results(json.load(f))
+    info = {"commit": "unknown", "train_s": None}  # trained outside the runner
+    info_path = os.path.join(train, "ablation_run.json")
+    if os.path.exists(info_path):
+        with open(info_path) as f:
+            info = json.load(f)
+    with open(os.path.join(train, "config.yaml")) as f:
+        iters = yaml.safe_load(f)["SOLVER"]["MAX_ITER"]
+    return {"group": group, "name": row.name, "config": row.config, "opts": list(row.opts),
+            "test_opts": list(row.test_opts), "seed": seed, **info, "iters": iters,
+            "metrics": metrics}

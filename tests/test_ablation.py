@@ -216,6 +216,44 @@ def test_small_ablation_trains_each_model_once_and_resumes(tiny_shapes, tmp_path
     assert find_run(read_results(results), "g", "nms", 5)["metrics"] == nms["metrics"]
 
 
+def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
+    """A training that fails (as one stopped by the collapse check does) is not recorded and not
+    retried for the row sharing it; the other seeds run and are recorded; the error at the end
+    names the failed runs and the log to read."""
+    import subprocess
+    import yaml
+
+    spec = {"title": "t", "rows": [
+        Row("g", "base", "configs/shapes/faster_rcnn_R_18_FPN.yaml"),
+        Row("g", "var", "configs/shapes/faster_rcnn_R_18_FPN.yaml", (), ("K", "V"), "base")]}
+    launched = []
+
+    def launch(argv):
+        out = argv[argv.index("OUTPUT_DIR") + 1]
+        launched.append((out, "--eval-only" in argv))
+        if argv[argv.index("SEED") + 1] == "2" and "--eval-only" not in argv:
+            raise subprocess.CalledProcessError(1, ["train_net.py"])
+        os.makedirs(os.path.join(out, "inference"))
+        with open(os.path.join(out, "inference", "results.json"), "w") as f:
+            json.dump({"bbox": {"AP": 50.0, "AP50": 80.0}}, f)
+        with open(os.path.join(out, "config.yaml"), "w") as f:
+            yaml.safe_dump({"SOLVER": {"MAX_ITER": 7}}, f)
+
+    results, root = str(tmp_path / "results.json"), str(tmp_path / "runs")
+    with pytest.raises(AblationError) as e:
+        run_ablation({"g": spec}, [1, 2, 3], results, root, launch=launch)
+    log = os.path.join(run_dir(root, spec["rows"][0], 2), "log.txt")
+    assert str(e.value).startswith(f"2 run(s) failed and are not in {results}")
+    assert f"g/base seed 2 (log: {log})" in str(e.value)
+    assert "g/var seed 2 (its training failed above)" in str(e.value)
+    runs = read_results(results)
+    assert sorted((r["name"], r["seed"]) for r in runs) == [
+        ("base", 1), ("base", 3), ("var", 1), ("var", 3)]
+    assert find_run(runs, "g", "base", 3)["iters"] == 7
+    # 3 trainings tried (seed 2 once), 2 evaluations (not on seed 2's missing weights)
+    assert sorted(evaluated for _, evaluated in launched) == [False] * 3 + [True] * 2
+
+
 def test_ablate_refuses_an_unknown_group_before_training(capsys):
     with pytest.raises(SystemExit, match=re.escape("no group ['nope']")):
         ablate.main(["--groups", "nope"])

@@ -11,7 +11,8 @@ paired difference to its baseline on the same seeds).
     python tools/ablate.py --check-tables                   # exit 1 when a docs table is stale
 
 Runs already in the results file are skipped, and an interrupted training continues from its
-last checkpoint, so running the same command again resumes the set (docs/results.md).
+last checkpoint, so running the same command again resumes the set (docs/results.md). A run
+whose training fails is reported at the end (exit status 1), after the other runs.
 """
 import argparse
 import glob
@@ -89,15 +90,20 @@ def main(argv=None):
             if unknown:
                 raise AblationError(f"{ablations}: no group {unknown}; groups: {sorted(groups)}")
             groups = {g: groups[g] for g in args.groups}
-        runs = read_results(results)
+        runs, failure = read_results(results), None
         if not args.tables:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-            runs = run_ablation(groups, args.seeds or seeds, results, args.output_root)
+            try:
+                runs = run_ablation(groups, args.seeds or seeds, results, args.output_root)
+            except AblationError as e:  # runs that failed; the others are in the file
+                failure, runs = e, read_results(results)
     except AblationError as e:
         raise SystemExit(f"ablate: {e}")
     for group, spec in groups.items():
         print(f"\n## {group}: {spec['title']}\n")
         print(group_table(group, spec, runs))
+    if failure:
+        raise SystemExit(f"ablate: {failure}")
     return 0
 
 
