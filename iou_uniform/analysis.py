@@ -11,17 +11,22 @@ runs them and plots the numbers).
   detections, with and without EFO (Fig. 8).
 - :func:`reorder`: how often the IoU score p_c · u (EFO on or off) ranks a worse-localized
   candidate of a GT above the top one by p_c alone (§3.2).
+- :func:`tower_activity`: which ReLU units of the box towers still fire, and how alike the
+  pooled features they read are (the collapse of docs/iou_uniform.md#training-collapse).
 
-``iou_hist`` uses the first training dataset, the others the first test dataset; images are
-resized as at test time and the first ``num_images`` of them are used. The model is expected in
-eval mode (``d2ext.tooling.load_trained_model``): its RPN then gives the test-time proposals.
+``iou_hist`` and ``tower_activity`` use the first training dataset, the others the first test
+dataset; images are resized as at test time and the first ``num_images`` of them are used. The
+model is expected in eval mode (``d2ext.tooling.load_trained_model``): its RPN then gives the
+test-time proposals.
 """
 import numpy as np
 import torch
+from torch import nn
 
 from d2ext.analysis import best_same_class_iou, best_same_class_match, pearson_r
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
+from detectron2.layers import Conv2d
 from detectron2.modeling.roi_heads import CascadeROIHeads
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage
@@ -31,7 +36,7 @@ from .roi_heads import IoUUniformROIHeads, refine_boxes
 from .sample_generator import IoUUniformSampleGenerator, paired_iou
 
 __all__ = ["EDGES", "PROPOSAL_EDGES", "LOC_GAIN_SOURCES", "iou_hist", "regress", "loc_gain",
-           "iou_pred_pairs", "iou_pred_summary", "reorder"]
+           "iou_pred_pairs", "iou_pred_summary", "reorder", "tower_activity"]
 
 EDGES = np.round(np.arange(0.5, 1.0001, 0.05), 2)  # 10 bins of input / target IoU
 # loc_gain on proposals: Fig. 3's 0.1-wide input-IoU intervals above 0.5, and two below it
@@ -344,3 +349,80 @@ def reorder(cfg, model, num_images, match_iou=0.5):
     for key, r in rows.items():
         numbers[key] = _reorder_summary(torch.cat(r) if r else torch.zeros(0, 3))
     return numbers
+
+
+def _activation_layers(tower):
+    """``{name: module}`` of a box tower whose outputs are ReLU outputs: its ``nn.ReLU``
+    children (detectron2's ``fc_relu<k>``) and its convolutions with an activation."""
+    return {name: m for name, m in tower.named_children()
+            if isinstance(m, nn.ReLU) or (isinstance(m, Conv2d) and m.activation is not None)}
+
+
+def _mean_pairwise_cosine(x):
+    """Mean cosine similarity over the distinct pairs of the rows of ``x`` (N >= 2)."""
+    n = x.shape[0]
+    total = torch.nn.functional.normalize(x.double(), dim=1).sum(dim=0)
+    return float((total.dot(total) - n) / (n * (n - 1)))
+
+
+@torch.no_grad()
+def tower_activity(cfg, model, num_images, seed=0):
+    """Which ReLU units of the box towers still fire (docs/iou_uniform.md#training-collapse).
+
+    Probes: the generated samples (generator of ``MODEL.IOU_UNIFORM``) around the GTs of the
+    first ``num_images`` training images, resized as at test time, through the model's pooler.
+    Towers: ``cls`` (``roi_heads.box_head``: the classification tower of IoU-uniform R-CNN, the
+    shared trunk of a baseline Faster R-CNN) and, for ``IoUUniformROIHeads``, ``reg`` (the
+    regression + IoU tower's trunk). Per ReLU layer: ``units``, ``dead_fraction`` (units that
+    fire on no probe: they get no gradient from any sample like these) and ``active_fraction``
+    (share of unit × probe outputs above 0). ``input``: the probes' pooled features, their mean
+    pairwise cosine similarity (near 1: every probe looks alike to the towers, so one weight
+    update moves a unit's pre-activation the same way on all of them). The probes are drawn
+    with the torch seed ``seed`` (the global RNG is left as it was), so that two models are
+    measured on the same probes.
+    """
+    heads = model.roi_heads
+    towers = {"cls": heads.box_head}
+    if isinstance(heads, IoUUniformROIHeads):
+        towers["reg"] = heads.reg_iou_head.trunk
+    outputs, handles = {}, []
+    for tower_name, tower in towers.items():
+        for name, layer in _activation_layers(tower).items():
+            key = f"{tower_name}.{name}"
+            handles.append(layer.register_forward_hook(
+                lambda m, i, o, key=key: outputs.setdefault(key, []).append(o.flatten(1))))
+    generator = IoUUniformSampleGenerator(cfg)
+    pooled, probes = [], 0
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for d in _batches(cfg, cfg.DATASETS.TRAIN[0], num_images):
+                features, _, gt = _features_and_proposals(model, d)
+                if len(gt) == 0:
+                    continue
+                boxes = generator(gt.gt_boxes, gt.image_size).boxes
+                if len(boxes) == 0:
+                    continue
+                x = heads.box_pooler([features[f] for f in heads.box_in_features],
+                                     [Boxes(boxes)])
+                for tower in towers.values():
+                    tower(x)
+                pooled.append(x.flatten(1))
+                probes += len(boxes)
+    finally:
+        for h in handles:
+            h.remove()
+    if probes < 2:
+        raise ValueError(f"tower_activity: {probes} probes from the first {num_images} images "
+                         f"of {cfg.DATASETS.TRAIN[0]}; need images with GT boxes")
+    x = torch.cat(pooled)
+    layers = {}
+    for key, outs in outputs.items():
+        a = torch.cat(outs)
+        layers[key] = {"units": int(a.shape[1]),
+                       "dead_fraction": float((a.amax(dim=0) <= 0).float().mean()),
+                       "active_fraction": float((a > 0).float().mean())}
+    return {"roi_heads": type(heads).__name__, "images": num_images, "probes": probes,
+            "input": {"dim": int(x.shape[1]), "mean_norm": float(x.norm(dim=1).mean()),
+                      "mean_pairwise_cosine": _mean_pairwise_cosine(x)},
+            "layers": layers}

@@ -13,6 +13,9 @@
     python tools/diagnose_iou_uniform.py reorder --config-file <cfg> MODEL.WEIGHTS <pth>
         Per GT, the top detection candidate (before NMS) by p_c vs by p_c x u, EFO on and off:
         how often a better-localized box loses (§3.2).
+    python tools/diagnose_iou_uniform.py towers --config-file <cfg> MODEL.WEIGHTS <pth>
+        Which ReLU units of the box towers fire on generated samples of training images (dead
+        units: the training collapse of docs/iou_uniform.md); a baseline checkpoint works too.
 
 Options: --num-images N (default 100), --output-dir DIR (default <OUTPUT_DIR>/diagnostics);
 trailing KEY VALUE pairs override the config, as in train_net.py.
@@ -93,6 +96,24 @@ def plot_reorder(numbers, plt):
     return fig
 
 
+def plot_towers(numbers, plt):
+    """Dead and active shares of each ReLU layer of the box towers."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(numbers["layers"])
+    for k, (key, label) in enumerate((("dead_fraction", "dead units (fire on no probe)"),
+                                      ("active_fraction", "active unit x probe outputs"))):
+        ax.bar([i + (k - 0.5) * 0.35 for i in range(len(names))],
+               [numbers["layers"][n][key] for n in names], width=0.35, label=label)
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share")
+    cos = numbers["input"]["mean_pairwise_cosine"]
+    ax.set_title(f"Box-tower ReLUs on {numbers['probes']} generated samples "
+                 f"(input cosine {cos:.2f})")
+    ax.legend()
+    return fig
+
+
 def iou_pred(cfg, model, num_images, plt):
     """Fig. 8 numbers, EFO on and off, and the scatter plot of both."""
     numbers, fig = {"images": num_images}, plt.figure(figsize=(10, 4.5))
@@ -112,7 +133,7 @@ def iou_pred(cfg, model, num_images, plt):
 
 def main(argv=None):
     parser, parsers = tool_parser(
-        __doc__, {"iou_hist": {}, "loc_gain": {}, "iou_pred": {}, "reorder": {}})
+        __doc__, {"iou_hist": {}, "loc_gain": {}, "iou_pred": {}, "reorder": {}, "towers": {}})
     parsers["loc_gain"].add_argument(
         "--source", choices=tuple(analysis.LOC_GAIN_SOURCES), default="generated",
         help="jittered probes around the GTs, or the RPN's test-time proposals")
@@ -127,6 +148,9 @@ def main(argv=None):
     elif name == "loc_gain":
         numbers = analysis.loc_gain(cfg, model, args.num_images, args.source)
         fig, name = plot_loc_gain(numbers, plt), f"loc_gain_{args.source}"
+    elif name == "towers":
+        numbers = analysis.tower_activity(cfg, model, args.num_images)
+        fig = plot_towers(numbers, plt)
     else:
         numbers = getattr(analysis, name)(cfg, model, args.num_images)
         fig = (plot_iou_hist if name == "iou_hist" else plot_reorder)(numbers, plt)

@@ -187,3 +187,43 @@ def test_reorder_with_a_constant_iou_prediction_never_reorders(models):
         assert r["gts_with_candidates"] > 0
         assert r["lose"] == r["win"] == 0 and r["tie"] == r["gts_with_candidates"]
         assert r["mean_iou_top_cls"] == r["mean_iou_top_cls_x_iou"]
+
+
+def test_towers(tiny_shapes, weights, tmp_path):
+    numbers = run("towers", CFG, weights["iou_uniform"], tmp_path)
+    assert read(tmp_path, "towers") == numbers
+    assert set(numbers["layers"]) == {"cls.fc_relu1", "cls.fc_relu2", "reg.fc_relu1",
+                                      "reg.fc_relu2"}
+    assert numbers["probes"] > 1 and numbers["input"]["dim"] == 64 * 7 * 7
+    assert -1 <= numbers["input"]["mean_pairwise_cosine"] <= 1
+    for layer in numbers["layers"].values():
+        assert layer["units"] == 256
+        assert 0 <= layer["dead_fraction"] <= 1 - layer["active_fraction"] <= 1
+    # a baseline has one tower, shared by classification and regression
+    baseline = run("towers", BASELINE, weights["baseline"], tmp_path)
+    assert set(baseline["layers"]) == {"cls.fc_relu1", "cls.fc_relu2"}
+
+
+def test_towers_counts_units_that_never_fire(models):
+    """64 units of the regression tower's first FC pushed far below 0: exactly they are dead,
+    and the classification tower is untouched."""
+    cfg, m = models["iou_uniform"]
+    before = analysis.tower_activity(cfg, m, 2)
+    m = copy.deepcopy(m)
+    with torch.no_grad():
+        m.roi_heads.reg_iou_head.trunk.fc1.bias[:64] = -1e6
+        m.roi_heads.reg_iou_head.trunk.fc1.bias[64:] = 1e6
+    numbers = analysis.tower_activity(cfg, m, 2)
+    assert numbers["layers"]["reg.fc_relu1"]["dead_fraction"] == 64 / 256
+    assert numbers["layers"]["reg.fc_relu1"]["active_fraction"] == 192 / 256
+    assert numbers["layers"]["cls.fc_relu1"] == before["layers"]["cls.fc_relu1"]
+    assert numbers["input"] == before["input"]
+
+
+def test_mean_pairwise_cosine():
+    assert analysis._mean_pairwise_cosine(torch.ones(5, 3)) == pytest.approx(1)
+    assert analysis._mean_pairwise_cosine(torch.eye(4)) == pytest.approx(0)
+    x = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+    pairs = [torch.nn.functional.cosine_similarity(x[i], x[j], dim=0)
+             for i in range(3) for j in range(i + 1, 3)]
+    assert analysis._mean_pairwise_cosine(x) == pytest.approx(float(sum(pairs) / 3))
