@@ -12,7 +12,7 @@ from train_net import load_config
 
 
 def test_regression_tower_of_the_shipped_primitives_config_stays_alive(tmp_path):
-    """200 iterations of the shipped config with seed 1 (about 2 minutes on 2 CPU cores), then
+    """200 iterations of the shipped config with seed 1 (about 3 minutes on 2 CPU cores), then
     the towers on the generated samples of 16 training images."""
     run_train_net(config_path("primitives", "iou_uniform_R_18_FPN.yaml"), tmp_path,
                   "SEED", "1", "SOLVER.MAX_ITER", "200", "COLLAPSE_CHECK.ENABLED", "False",
