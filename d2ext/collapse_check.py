@@ -49,6 +49,9 @@ def add_collapse_check_config(cfg):
     # movement: the loss's 20-iteration median leaves a band of +-MIN_CHANGE (relative) around
     # its first value
     cfg.COLLAPSE_CHECK.MIN_CHANGE = 0.10
+    # the end of the earlier sliding-band check: the config.yaml of older runs still loads, the
+    # key ignored with a warning (yacs' deprecated keys)
+    cfg.register_deprecated_key("COLLAPSE_CHECK.END_ITER")
     return cfg
 
 

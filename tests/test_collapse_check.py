@@ -15,6 +15,7 @@ from d2ext.collapse_check import (
 )
 from detectron2.utils.events import EventStorage
 from tests.conftest import config_path, read_metrics, run_train_net
+from train_net import load_config
 
 WINDOW, MIN_CHANGE = 250, 0.10  # the defaults of COLLAPSE_CHECK
 FIRST = MEDIAN_LENGTH - 1  # the iteration of the first 20-iteration median, the start
@@ -165,6 +166,18 @@ def test_hook_refuses_a_loss_the_model_does_not_log_at_the_first_iteration():
     with pytest.raises(ValueError, match=r"COLLAPSE_CHECK.LOSS = \['loss_iou'\]: the model logs "
                        r"no such loss \(its losses: loss_box_reg, loss_cls, total_loss\)"):
         _run_hook(hook, [{"loss_cls": 1.0, "loss_box_reg": 0.5}])
+
+
+def test_config_of_an_older_run_still_loads(tmp_path):
+    """Runs of the earlier sliding-band check dumped COLLAPSE_CHECK.END_ITER in config.yaml."""
+    old = tmp_path / "config.yaml"
+    old.write_text(f"_BASE_: {FASTER_RCNN}\nCOLLAPSE_CHECK:\n  END_ITER: 1000\n  WINDOW: 200\n")
+    cfg = load_config(str(old))
+    assert cfg.COLLAPSE_CHECK.WINDOW == 200 and "END_ITER" not in cfg.COLLAPSE_CHECK
+    typo = tmp_path / "typo.yaml"  # other unknown keys still raise
+    typo.write_text(f"_BASE_: {FASTER_RCNN}\nCOLLAPSE_CHECK:\n  END_IT: 1000\n")
+    with pytest.raises(KeyError, match="Non-existent config key: COLLAPSE_CHECK.END_IT"):
+        load_config(str(typo))
 
 
 @pytest.mark.parametrize("key, value", [("WINDOW", 0), ("MIN_CHANGE", -0.1)])
