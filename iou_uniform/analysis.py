@@ -11,6 +11,8 @@ runs them and plots the numbers).
   detections, with and without EFO (Fig. 8).
 - :func:`reorder`: how often the IoU score p_c · u (EFO on or off) ranks a worse-localized
   candidate of a GT above the top one by p_c alone (§3.2).
+- :func:`top_origin`: where each GT's top box comes from: the input IoU of the proposal it was
+  regressed from, and its own IoU, for a baseline or an IoU-uniform model.
 - :func:`tower_activity`: which ReLU units of the box towers still fire, and how alike the
   pooled features they read are (the collapse of docs/iou_uniform.md#training-collapse).
 
@@ -36,11 +38,15 @@ from .roi_heads import IoUUniformROIHeads, refine_boxes
 from .sample_generator import IoUUniformSampleGenerator, paired_iou
 
 __all__ = ["EDGES", "PROPOSAL_EDGES", "LOC_GAIN_SOURCES", "iou_hist", "regress", "loc_gain",
-           "iou_pred_pairs", "iou_pred_summary", "reorder", "tower_activity"]
+           "iou_pred_pairs", "iou_pred_summary", "reorder", "top_origin", "tower_activity"]
 
 EDGES = np.round(np.arange(0.5, 1.0001, 0.05), 2)  # 10 bins of input / target IoU
 # loc_gain on proposals: Fig. 3's 0.1-wide input-IoU intervals above 0.5, and two below it
 PROPOSAL_EDGES = np.round(np.arange(0.3, 1.0001, 0.1), 1)
+# top_origin: the input IoU of a GT's top box, from 0 (a proposal anywhere) to 1
+ORIGIN_EDGES = np.concatenate([[0.0], PROPOSAL_EDGES])
+# a box above this IoU with its GT counts at AP90 (high_iou_fraction of _gain_rows)
+HIGH_IOU = 0.9
 # an IoU change smaller than this is float rounding (a zero-delta regression moves a box by an
 # ulp of its coordinates), neither an improvement nor a loss
 IOU_CHANGE_TOL = 1e-4
@@ -119,14 +125,20 @@ def regress(model, features, boxes, classes, image_size):
     if isinstance(heads, IoUUniformROIHeads):
         deltas, _ = heads.regress(f, [boxes])
         return refine_boxes(heads.box2box_transform, [boxes], deltas, [image_size])[0].tensor
-    predictions = heads.box_predictor(heads.box_head(heads.box_pooler(f, [boxes])))
-    inst = Instances(image_size, proposal_boxes=boxes)
-    pred = heads.box_predictor.predict_boxes(predictions, [inst])[0]  # (R, 4 * C) or (R, 4)
-    if pred.shape[1] > 4:
-        pred = pred.view(len(boxes), -1, 4)[torch.arange(len(boxes)), classes]
-    out = Boxes(pred)
-    out.clip(image_size)
-    return out.tensor
+    _, pred = _box_predictor_outputs(heads, f, boxes, image_size)
+    return pred[torch.arange(len(boxes)), classes if pred.shape[1] > 1 else 0]
+
+
+def _box_predictor_outputs(heads, features, boxes, image_size):
+    """A ``StandardROIHeads``' ``box_predictor`` on ``boxes`` (Boxes, R) of one image:
+    probabilities (R, C+1) and the regressed boxes (R, C, 4), or (R, 1, 4) for class-agnostic
+    deltas, clipped to the image."""
+    predictions = heads.box_predictor(heads.box_head(heads.box_pooler(features, [boxes])))
+    inst = [Instances(image_size, proposal_boxes=boxes)]
+    probs = heads.box_predictor.predict_probs(predictions, inst)[0]
+    pred = Boxes(heads.box_predictor.predict_boxes(predictions, inst)[0].reshape(-1, 4))
+    pred.clip(image_size)
+    return probs, pred.tensor.view(len(boxes), -1, 4)
 
 
 # jitter table of the loc_gain probes: one narrow interval per 0.05 bin, ranges of the
@@ -187,9 +199,10 @@ LOC_GAIN_SOURCES = {"generated": (_generated_ious, EDGES),
 
 def _gain_rows(ins, outs, edges):
     """One row per (lo, hi] input-IoU interval of ``edges``: count, mean input and output IoU,
-    gain (mean output − input) and the shares the regression improved and made worse (by more
-    than ``IOU_CHANGE_TOL``, above the float rounding of the box coder). The edges are
-    compared in the IoUs' precision, so that a float32 IoU of 0.6 is in (0.5, 0.6]."""
+    gain (mean output − input), the shares the regression improved and made worse (by more
+    than ``IOU_CHANGE_TOL``, above the float rounding of the box coder), and the share whose
+    output IoU is above ``HIGH_IOU``. The edges are compared in the IoUs' precision, so that a
+    float32 IoU of 0.6 is in (0.5, 0.6]."""
     edges = np.asarray(edges, dtype=ins.dtype)
     bins = np.digitize(ins, edges[1:-1], right=True)
     inside = (ins > edges[0]) & (ins <= edges[-1])
@@ -205,7 +218,8 @@ def _gain_rows(ins, outs, edges):
                      "improved_fraction": float((o > i + IOU_CHANGE_TOL).mean())
                      if m.any() else None,
                      "worse_fraction": float((o < i - IOU_CHANGE_TOL).mean())
-                     if m.any() else None})
+                     if m.any() else None,
+                     "high_iou_fraction": float((o > HIGH_IOU).mean()) if m.any() else None})
     return rows
 
 
@@ -339,7 +353,7 @@ def reorder(cfg, model, num_images, match_iou=0.5):
         if len(gt) == 0:
             continue
         f = [features[k] for k in heads.box_in_features]
-        (boxes,), probs, u_proposal = heads.refined_candidates(f, [proposals])
+        (boxes,), probs, u_proposal, _ = heads.refined_candidates(f, [proposals])
         u_efo = heads.efo_ious(f, [boxes], heads.reg_iou_outputs)
         for key, u in (("efo_on", u_efo), ("efo_off", u_proposal)):
             rows[key].append(_top_box_ious(boxes, probs, u, gt, heads.test_score_thresh,
@@ -349,6 +363,70 @@ def reorder(cfg, model, num_images, match_iou=0.5):
     for key, r in rows.items():
         numbers[key] = _reorder_summary(torch.cat(r) if r else torch.zeros(0, 3))
     return numbers
+
+
+def _scored_candidates(model, features, proposals):
+    """The test-time detection candidates of one image before NMS, scored as the model scores
+    them: ``(sources, boxes, classes, scores)``, one row per (proposal, class c) pair with p_c
+    above the score threshold; ``sources`` (Boxes) are the proposals the boxes were regressed
+    from. ``IoUUniformROIHeads``: the class-agnostic refined box, score p_c or p_c · u by its
+    ``SCORE_MODE``, u from EFO when ``EFO`` is on; a ``StandardROIHeads`` box predictor: the
+    deltas of class c, score p_c."""
+    heads = model.roi_heads
+    if isinstance(heads, CascadeROIHeads):
+        raise ValueError("top_origin needs one regression pass; use a Faster R-CNN model, "
+                         f"not {type(heads).__name__}")
+    f = [features[k] for k in heads.box_in_features]
+    if isinstance(heads, IoUUniformROIHeads):
+        (boxes,), probs, u, keep = heads.refined_candidates(f, [proposals])
+        if heads.efo:
+            u = heads.efo_ious(f, [boxes], heads.reg_iou_outputs)
+        rois, classes, scores = candidate_scores(boxes.tensor, probs, u, heads.score_mode,
+                                                 heads.test_score_thresh)
+        return proposals.proposal_boxes[keep][rois], boxes[rois], classes, scores
+    probs, pred = _box_predictor_outputs(heads, f, proposals.proposal_boxes, proposals.image_size)
+    fg = probs[:, :-1]
+    rois, classes = (fg > heads.box_predictor.test_score_thresh).nonzero(as_tuple=True)
+    boxes = pred[rois, classes if pred.shape[1] > 1 else 0]
+    return proposals.proposal_boxes[rois], Boxes(boxes), classes, fg[rois, classes]
+
+
+@torch.no_grad()
+def top_origin(cfg, model, num_images, match_iou=0.5):
+    """Where each GT's top box comes from: on the test-time detection candidates before NMS
+    (:func:`_scored_candidates`: the model's own regression and score), every candidate is
+    matched to its best GT of its class when their IoU is at least ``match_iou``; for each GT
+    with candidates, the top-scoring one is its top box (the one NMS keeps for it). Its input
+    IoU is the IoU of the proposal it was regressed from with that GT, its output IoU its own.
+
+    Returns a dict: ``roi_heads``, ``images``, ``gts``, ``match_iou``, ``top_boxes`` (GTs with
+    candidates), ``mean_output_iou`` and ``high_iou_fraction`` (output IoU > ``HIGH_IOU``) over
+    them, and ``intervals``: one row of :func:`_gain_rows` per input-IoU interval of
+    ``ORIGIN_EDGES`` (the share of top boxes is ``count / top_boxes``). A baseline's top boxes
+    that IoU-uniform lacks, counted per interval, show which proposals its regression loses.
+    """
+    rows, gts = [], 0
+    for d in _batches(cfg, cfg.DATASETS.TEST[0], num_images):
+        features, proposals, gt = _features_and_proposals(model, d)
+        gts += len(gt)
+        if len(gt) == 0:
+            continue
+        sources, boxes, classes, scores = _scored_candidates(model, features, proposals)
+        true, gt_inds = best_same_class_match(boxes, classes, gt.gt_boxes, gt.gt_classes)
+        matched = true >= match_iou
+        for g in gt_inds[matched].unique().tolist():
+            m = (matched & (gt_inds == g)).nonzero()[:, 0]
+            top = m[scores[m].argmax()]
+            source_iou = pairwise_iou(sources[top.view(1)], gt.gt_boxes[g])[0, 0]
+            rows.append(torch.stack([source_iou, true[top]]).cpu())
+    t = torch.stack(rows).numpy() if rows else np.zeros((0, 2), np.float32)
+    # a proposal that misses its GT (IoU 0) counts in the first interval, (0, 0.3]
+    ins, outs = np.maximum(t[:, 0], np.float32(1e-6)), t[:, 1]
+    return {"roi_heads": type(model.roi_heads).__name__, "images": num_images, "gts": gts,
+            "match_iou": match_iou, "top_boxes": len(t),
+            "mean_output_iou": float(outs.mean()) if len(t) else None,
+            "high_iou_fraction": float((outs > HIGH_IOU).mean()) if len(t) else None,
+            "intervals": _gain_rows(ins, outs, ORIGIN_EDGES)}
 
 
 def _activation_layers(tower):

@@ -318,7 +318,7 @@ class IoUUniformROIHeads(IoUUniformHeadMixin, StandardROIHeads):
     def predict(self, features, proposals):
         """§3.2 / Fig. 5: :meth:`refined_candidates`, EFO (IoU at the refined boxes), score,
         NMS. Detections carry ``pred_ious`` (the IoU used for scoring)."""
-        refined, probs, ious = self.refined_candidates(features, proposals)
+        refined, probs, ious, _ = self.refined_candidates(features, proposals)
         if self.efo:
             ious = self.efo_ious(features, refined, self.reg_iou_outputs)
         num = [len(b) for b in refined]
@@ -335,7 +335,9 @@ class IoUUniformROIHeads(IoUUniformHeadMixin, StandardROIHeads):
         Returns:
             refined (list[Boxes]): the candidates' refined boxes, per image;
             probs (Tensor): (R, C+1) their class probabilities, images concatenated;
-            ious (Tensor): (R,) the IoU u predicted at the proposal (EFO off).
+            ious (Tensor): (R,) the IoU u predicted at the proposal (EFO off);
+            keep (Tensor): bool mask over the input proposals, images concatenated: the ones
+                that are candidates (their order is the order of the R candidates).
         """
         boxes = [p.proposal_boxes for p in proposals]
         box_features = self.box_pooler(features, boxes)  # one pooling for both towers
@@ -344,4 +346,4 @@ class IoUUniformROIHeads(IoUUniformHeadMixin, StandardROIHeads):
         deltas, ious = self.reg_iou_outputs(box_features[keep])
         refined = refine_boxes(self.box2box_transform, boxes, deltas,
                                [p.image_size for p in proposals])
-        return refined, probs[keep], ious
+        return refined, probs[keep], ious, keep

@@ -13,6 +13,10 @@
     python tools/diagnose_iou_uniform.py reorder --config-file <cfg> MODEL.WEIGHTS <pth>
         Per GT, the top detection candidate (before NMS) by p_c vs by p_c x u, EFO on and off:
         how often a better-localized box loses (§3.2).
+    python tools/diagnose_iou_uniform.py top_origin --config-file <cfg> MODEL.WEIGHTS <pth>
+        Per GT, the top detection candidate (before NMS) under the model's own score: the IoU
+        of the proposal it was regressed from and its own, per input-IoU interval. A baseline
+        Faster R-CNN checkpoint works too.
     python tools/diagnose_iou_uniform.py towers --config-file <cfg> MODEL.WEIGHTS <pth>
         Which ReLU units of the box towers fire on generated samples of training images (dead
         units: the training collapse of docs/iou_uniform.md); a baseline checkpoint works too.
@@ -96,6 +100,24 @@ def plot_reorder(numbers, plt):
     return fig
 
 
+def plot_top_origin(numbers, plt):
+    """Per input-IoU interval of the top boxes' proposals: their share of the top boxes, and
+    the share of them above IoU 0.9 after regression."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
+    rows = numbers["intervals"]
+    labels = [f"({r['interval'][0]:g}, {r['interval'][1]:g}]" for r in rows]
+    total = max(numbers["top_boxes"], 1)
+    ax.bar(range(len(rows)), [r["count"] / total for r in rows])
+    ax.set_ylabel("share of the GTs' top boxes")
+    bx.bar(range(len(rows)), [r["high_iou_fraction"] or 0 for r in rows])
+    bx.set_ylabel(f"share above IoU {analysis.HIGH_IOU:g} after regression")
+    for a in (ax, bx):
+        a.set_xticks(range(len(rows)), labels, rotation=45, fontsize=7)
+        a.set_xlabel("IoU of the proposal with its GT")
+    ax.set_title(f"Where the top boxes come from ({numbers['roi_heads']})")
+    return fig
+
+
 def plot_towers(numbers, plt):
     """Dead and active shares of each ReLU layer of the box towers."""
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -132,8 +154,8 @@ def iou_pred(cfg, model, num_images, plt):
 
 
 def main(argv=None):
-    parser, parsers = tool_parser(
-        __doc__, {"iou_hist": {}, "loc_gain": {}, "iou_pred": {}, "reorder": {}, "towers": {}})
+    commands = ("iou_hist", "loc_gain", "iou_pred", "reorder", "top_origin", "towers")
+    parser, parsers = tool_parser(__doc__, {name: {} for name in commands})
     parsers["loc_gain"].add_argument(
         "--source", choices=tuple(analysis.LOC_GAIN_SOURCES), default="generated",
         help="jittered probes around the GTs, or the RPN's test-time proposals")
@@ -153,7 +175,8 @@ def main(argv=None):
         fig = plot_towers(numbers, plt)
     else:
         numbers = getattr(analysis, name)(cfg, model, args.num_images)
-        fig = (plot_iou_hist if name == "iou_hist" else plot_reorder)(numbers, plt)
+        plot = {"iou_hist": plot_iou_hist, "reorder": plot_reorder, "top_origin": plot_top_origin}
+        fig = plot[name](numbers, plt)
     write_figure_and_json(fig, numbers, output_dir_of(args, cfg), name)
     return numbers
 

@@ -2,13 +2,15 @@
 PNG + JSON."""
 import copy
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.structures import Boxes
+from detectron2.modeling.roi_heads import CascadeROIHeads
+from detectron2.structures import Boxes, Instances
 from iou_uniform import analysis
 from tests.conftest import TINY_TRAIN, TINY_VAL, config_path, load_tool
 from tests.model_checks import build_model_from_config
@@ -50,7 +52,7 @@ def test_iou_hist(tiny_shapes, weights, tmp_path):
 
 
 ROW_KEYS = {"interval", "count", "mean_input_iou", "mean_output_iou", "gain",
-            "improved_fraction", "worse_fraction"}
+            "improved_fraction", "worse_fraction", "high_iou_fraction"}
 REORDER_KEYS = {"gts_with_candidates", "lose", "win", "tie", "lose_fraction", "win_fraction",
                 "mean_iou_top_cls", "mean_iou_top_cls_x_iou", "mean_iou_best",
                 "mean_iou_drop_when_lose", "mean_iou_rise_when_win"}
@@ -107,6 +109,8 @@ def test_gain_intervals_are_lower_open_upper_closed():
     assert [r["count"] for r in rows] == [2, 1, 1, 1, 2]
     assert rows[0]["improved_fraction"] == rows[0]["worse_fraction"] == 0.5
     assert rows[-1]["gain"] == pytest.approx(-0.1) and rows[-1]["worse_fraction"] == 0.5
+    # output IoU above 0.9: 0.95 and 0.8 in (0.9, 1.0], none below
+    assert [r["high_iou_fraction"] for r in rows] == [0, 0, 0, 0, 0.5]
 
 
 @pytest.mark.parametrize("model", ["iou_uniform", "baseline"])
@@ -187,6 +191,78 @@ def test_reorder_with_a_constant_iou_prediction_never_reorders(models):
         assert r["gts_with_candidates"] > 0
         assert r["lose"] == r["win"] == 0 and r["tie"] == r["gts_with_candidates"]
         assert r["mean_iou_top_cls"] == r["mean_iou_top_cls_x_iou"]
+
+
+@pytest.mark.parametrize("model", ["iou_uniform", "baseline"])
+def test_top_origin(tiny_shapes, weights, tmp_path, model):
+    numbers = run("top_origin", CFG if model == "iou_uniform" else BASELINE, weights[model],
+                  tmp_path)
+    assert read(tmp_path, "top_origin") == numbers
+    assert set(numbers) == {"roi_heads", "images", "gts", "match_iou", "top_boxes",
+                            "mean_output_iou", "high_iou_fraction", "intervals"}
+    rows = numbers["intervals"]
+    assert [r["interval"][0] for r in rows] == pytest.approx([0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
+                                                              0.9])
+    # one top box per GT with candidates, each in one interval of its proposal's IoU
+    assert 0 < numbers["top_boxes"] == sum(r["count"] for r in rows) <= numbers["gts"]
+    assert 0.5 <= numbers["mean_output_iou"] <= 1
+    for r in rows:
+        assert set(r) == ROW_KEYS
+        if r["count"]:
+            assert r["mean_output_iou"] >= 0.5  # matched at IoU >= 0.5
+
+
+@pytest.mark.parametrize("model", ["iou_uniform", "baseline"])
+def test_top_origin_of_a_zero_delta_regressor_keeps_the_proposals(models, model):
+    """Deltas 0: every top box is its proposal, output IoU = input IoU in every interval, and
+    only proposals at IoU >= 0.5 can match."""
+    cfg, m = models[model]
+    m = copy.deepcopy(m)
+    layer = regressor_output(m)
+    torch.nn.init.zeros_(layer.weight)
+    torch.nn.init.zeros_(layer.bias)
+    numbers = analysis.top_origin(cfg, m, 2)
+    rows = [r for r in numbers["intervals"] if r["count"]]
+    assert rows and numbers["top_boxes"] > 0
+    for r in rows:
+        assert r["interval"][0] >= 0.4  # (0.4, 0.5] holds IoU 0.5 itself
+        assert r["gain"] == pytest.approx(0, abs=1e-5)
+
+
+def test_top_origin_takes_the_top_scoring_candidate(monkeypatch):
+    """The GT's top box is its best-scored matched candidate of its class, not its
+    best-localized one; a better-scored box of another class or below the match IoU is not
+    its top box. Input IoU: the candidate's proposal's."""
+    gt = Instances((200, 200), gt_boxes=Boxes(torch.tensor([[0.0, 0, 100, 100]])),
+                   gt_classes=torch.tensor([0]))
+    candidates = [  # source box, regressed box, class, score
+        ([0, 0, 100, 50], [0, 0, 100, 95], 0, 0.9),  # input 0.5, output 0.95: the top box
+        ([0, 0, 100, 100], [0, 0, 100, 100], 0, 0.5),  # better localized, lower score
+        ([0, 0, 100, 100], [0, 0, 100, 100], 1, 0.99),  # another class
+        ([0, 0, 100, 40], [0, 0, 100, 40], 0, 0.99),  # output IoU 0.4 < 0.5: not matched
+    ]
+    src, box, cls, score = zip(*candidates)
+    monkeypatch.setattr(analysis, "_batches", lambda cfg, dataset, n: [None])
+    monkeypatch.setattr(analysis, "_features_and_proposals", lambda model, d: (None, None, gt))
+    monkeypatch.setattr(analysis, "_scored_candidates", lambda model, f, p: (
+        Boxes(torch.tensor(src, dtype=torch.float32)),
+        Boxes(torch.tensor(box, dtype=torch.float32)), torch.tensor(cls), torch.tensor(score)))
+    model = SimpleNamespace(roi_heads=SimpleNamespace())
+    cfg = SimpleNamespace(DATASETS=SimpleNamespace(TEST=["x"]))
+    numbers = analysis.top_origin(cfg, model, 1)
+    assert numbers["top_boxes"] == numbers["gts"] == 1
+    assert numbers["mean_output_iou"] == pytest.approx(0.95)
+    assert numbers["high_iou_fraction"] == 1
+    (row,) = [r for r in numbers["intervals"] if r["count"]]
+    assert row["interval"] == [0.4, 0.5]
+    assert row["mean_input_iou"] == pytest.approx(0.5)
+    assert row["gain"] == pytest.approx(0.45)
+
+
+def test_top_origin_refuses_a_cascade():
+    model = SimpleNamespace(roi_heads=CascadeROIHeads.__new__(CascadeROIHeads))
+    with pytest.raises(ValueError, match="one regression pass"):
+        analysis._scored_candidates(model, {}, None)
 
 
 def test_towers(tiny_shapes, weights, tmp_path):
