@@ -1,10 +1,12 @@
 """The embedded shapes dataset: deterministic, valid COCO, hard enough to localize."""
+import copy
 import filecmp
 import hashlib
 import json
 import os
 
 import numpy as np
+import torch
 
 from d2ext.datasets.shapes import (
     SHAPES_CLASSES,
@@ -12,7 +14,8 @@ from d2ext.datasets.shapes import (
     generate_shapes_split,
     register_shapes_split,
 )
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import transforms as T
 
 
 def _generate(root, seed, n=12):
@@ -114,3 +117,24 @@ def test_default_splits_registered():
     for name in SHAPES_SPLITS:
         assert name in DatasetCatalog.list()
         assert MetadataCatalog.get(name).thing_classes == list(SHAPES_CLASSES)
+
+
+def test_resized_boxes_are_not_truncated(tmp_path):
+    """A registered split's boxes are floats, so detectron2's training mapper resizes them
+    exactly: at about half size every GT box is the stored box times the scale (integer boxes
+    would be truncated to whole pixels)."""
+    register_shapes_split("shapes_test_float", 4, seed=3, root=str(tmp_path))
+    dicts = DatasetCatalog.get("shapes_test_float")
+    boxes = [a["bbox"] for d in dicts for a in d["annotations"]]
+    assert boxes and all(isinstance(v, float) for b in boxes for v in b)
+    assert any(v % 2 for b in boxes for v in b), "odd coordinates: halving them needs .5"
+    for d in dicts:
+        h, w = d["height"] // 2, d["width"] // 2
+        mapper = DatasetMapper(is_train=True, image_format="BGR",
+                               augmentations=[T.Resize((h, w))])
+        gt = mapper(copy.deepcopy(d))["instances"].gt_boxes.tensor
+        stored = torch.tensor([[x, y, x + bw, y + bh] for x, y, bw, bh in
+                               (a["bbox"] for a in d["annotations"])])
+        scale = torch.tensor([w / d["width"], h / d["height"]] * 2)
+        assert torch.allclose(gt, stored * scale, atol=1e-4)
+

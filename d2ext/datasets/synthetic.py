@@ -26,6 +26,21 @@ __all__ = ["SyntheticDataset"]
 JPEG_QUALITY = 95
 
 
+def float_boxes(records):
+    """``records`` with every annotation's ``bbox`` as floats, in place.
+
+    The generated json stores integer pixel boxes, and ``load_coco_json`` passes them on as
+    ints. detectron2 expects float boxes: ``transform_instance_annotations`` transforms the box
+    as a numpy array of the box's own dtype, in place, so a resize by a non-integer scale
+    truncates integer coordinates (x = 171 at scale 0.5 becomes 85, not 85.5), and the
+    training targets and GT boxes of every resized image move by up to a pixel.
+    """
+    for record in records:
+        for annotation in record.get("annotations", []):
+            annotation["bbox"] = [float(v) for v in annotation["bbox"]]
+    return records
+
+
 @dataclass(frozen=True)
 class SyntheticDataset:
     """A generated dataset: its name, classes, renderer and generator version.
@@ -111,7 +126,7 @@ class SyntheticDataset:
         def load():
             if not self.is_current(json_file, num_images, seed):
                 self.generate(root, split, num_images, seed)
-            return load_coco_json(json_file, image_root, split)
+            return float_boxes(load_coco_json(json_file, image_root, split))
 
         DatasetCatalog.register(split, load)
         MetadataCatalog.get(split).set(
