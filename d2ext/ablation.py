@@ -10,10 +10,12 @@ variant) share its training run.
 
 The results file is a list of runs, one per group, row and seed::
 
-    {"group", "name", "config", "opts", "test_opts", "seed", "commit", "iters", "train_s",
-     "metrics": {"AP", "AP50", "AP55", ..., "AP95", "APs", "APm", "APl"}}
+    {"group", "name", "config", "opts", "test_opts", "seed", "data_version", "commit", "iters",
+     "train_s", "metrics": {"AP", "AP50", "AP55", ..., "AP95", "APs", "APm", "APl"}}
 
-with COCO numbers x100, as detectron2 prints them. Tables in Markdown files are generated from
+with COCO numbers x100, as detectron2 prints them. A run whose ``data_version`` (1 when absent)
+is not :data:`DATA_VERSION` was trained before a change that invalidates it: it stays in the
+file as history, but tables and comparisons ignore it and the runner trains the row again. Tables in Markdown files are generated from
 them between ``<!-- ablation:NAME/GROUP -->`` and ``<!-- /ablation:NAME/GROUP -->`` markers
 (:func:`render_tables`), so a stale table is detected by comparing (:func:`stale_tables`).
 
@@ -36,8 +38,8 @@ import yaml
 
 from .atomic import write_text_atomically
 
-__all__ = ["METRICS", "TABLE_METRICS", "Row", "AblationError", "load_ablations", "run_dir",
-           "eval_dir", "read_results", "write_results", "find_run", "metrics_from_results",
+__all__ = ["DATA_VERSION", "METRICS", "TABLE_METRICS", "Row", "AblationError", "load_ablations", "run_dir",
+           "eval_dir", "read_results", "write_results", "is_current", "find_run", "metrics_from_results",
            "paired_differences", "group_table", "render_tables", "stale_tables",
            "ablation_set_files", "load_ablation_sets",
            "train_net_commands", "run_ablation"]
@@ -48,6 +50,11 @@ logger = logging.getLogger(__name__)
 METRICS = ("AP", "AP50", "AP55", "AP60", "AP65", "AP70", "AP75", "AP80", "AP85", "AP90", "AP95",
            "APs", "APm", "APl")
 TABLE_METRICS = ("AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm")
+# Bumped when a code change invalidates the earlier runs (docs/results.md#data-versions):
+#   2: the synthetic datasets' GT boxes are floats; before, detectron2 truncated them to whole
+#      pixels whenever an image was resized by a non-integer scale (all shapes runs, primitives
+#      runs at 128 px)
+DATA_VERSION = 2
 # a paired difference is called an effect when |mean| exceeds this many standard deviations
 EFFECT_STDS = 2.0
 
@@ -135,11 +142,11 @@ def _digest(items):
 
 def run_dir(root, row, seed):
     """The OUTPUT_DIR of a row's training run:
-    ``root/<config folder>/<config stem>[-<opts digest>]/seed<N>``, shared by every row with the
-    same config and opts."""
+    ``root/v<DATA_VERSION>/<config folder>/<config stem>[-<opts digest>]/seed<N>``, shared by
+    every row with the same config and opts (a new data version trains in new folders)."""
     folder, name = os.path.split(row.config)
     stem = os.path.splitext(name)[0] + (f"-{_digest(row.opts)}" if row.opts else "")
-    return os.path.join(root, os.path.basename(folder), stem, f"seed{seed}")
+    return os.path.join(root, f"v{DATA_VERSION}", os.path.basename(folder), stem, f"seed{seed}")
 
 
 def eval_dir(root, row, seed):
@@ -171,9 +178,15 @@ def write_results(path, runs):
     write_text_atomically(path, json.dumps(runs, indent=1) + "\n")
 
 
+def is_current(run):
+    """Whether a run of a results file was trained at the current :data:`DATA_VERSION`."""
+    return run.get("data_version", 1) == DATA_VERSION
+
+
 def find_run(runs, group, name, seed):
-    return next((r for r in runs if (r["group"], r["name"], r["seed"]) == (group, name, seed)),
-                None)
+    """The current run of a group, row and seed, or None."""
+    return next((r for r in runs if is_current(r)
+                 and (r["group"], r["name"], r["seed"]) == (group, name, seed)), None)
 
 
 def metrics_from_results(results):
@@ -187,7 +200,8 @@ def metrics_from_results(results):
 
 
 def _by_seed(runs, group, name):
-    return {r["seed"]: r for r in runs if r["group"] == group and r["name"] == name}
+    return {r["seed"]: r for r in runs
+            if is_current(r) and r["group"] == group and r["name"] == name}
 
 
 def paired_differences(runs, group, name, baseline, metric):
@@ -414,5 +428,6 @@ def _recorded_run(group, row, seed, root):
     with open(os.path.join(train, "config.yaml")) as f:
         iters = yaml.safe_load(f)["SOLVER"]["MAX_ITER"]
     return {"group": group, "name": row.name, "config": row.config, "opts": list(row.opts),
-            "test_opts": list(row.test_opts), "seed": seed, **info, "iters": iters,
+            "test_opts": list(row.test_opts), "seed": seed, "data_version": DATA_VERSION, **info,
+            "iters": iters,
             "metrics": metrics}

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from d2ext.ablation import (
+    DATA_VERSION,
     AblationError,
     Row,
     ablation_set_files,
@@ -61,11 +62,12 @@ def test_rows_with_equal_config_and_opts_share_their_training_run():
     assert run_dir("out", table4["efo"], 1) != run_dir("out", table4["efo"], 2)
     readme = {r.name: r for r in groups["readme"]["rows"]}
     assert run_dir("out", readme["faster_rcnn"], 3) == run_dir("out", table4["baseline"], 3)
+    version = f"v{DATA_VERSION}"
     assert run_dir("out", readme["faster_rcnn"], 3) == os.path.join(
-        "out", "shapes", "faster_rcnn_R_18_FPN", "seed3")
+        "out", version, "shapes", "faster_rcnn_R_18_FPN", "seed3")
     other = Row("g", "b", "configs/primitives/faster_rcnn_R_18_FPN.yaml")
-    assert run_dir("out", other, 3) == os.path.join("out", "primitives", "faster_rcnn_R_18_FPN",
-                                                    "seed3")
+    assert run_dir("out", other, 3) == os.path.join("out", version, "primitives",
+                                                    "faster_rcnn_R_18_FPN", "seed3")
 
 
 @pytest.mark.parametrize("row, message", [
@@ -83,8 +85,9 @@ def test_malformed_ablation_file_names_file_group_and_row(tmp_path, row, message
     assert str(path) in str(e.value) and "group 'g'" in str(e.value)
 
 
-def _runs(group, name, aps, ap75s=None):
+def _runs(group, name, aps, ap75s=None, data_version=DATA_VERSION):
     return [{"group": group, "name": name, "seed": s, "train_s": 120.0,
+             "data_version": data_version,
              "metrics": {"AP": ap, "AP75": (ap75s or aps)[i]}}
             for i, (s, ap) in enumerate(zip((1, 2, 3), aps))]
 
@@ -113,6 +116,41 @@ def test_differences_pair_only_seeds_both_rows_have():
     runs = _runs("g", "base", [30.0, 35.0, 40.0]) + _runs("g", "method", [31.0, 37.0])
     delta = group_table("g", _spec(), runs).splitlines()[-1]
     assert "| 2 paired |" in delta and "+1.5 ± 0.7" in delta and "**" not in delta
+
+
+def test_runs_of_an_older_data_version_are_history_only(tmp_path):
+    """Runs trained before the current data version (data_version absent: 1) are not found, not
+    in the tables, not paired; the runner trains their rows again in the new version's folders
+    and keeps the old runs in the file."""
+    old = _runs("g", "base", [10.0, 11.0, 12.0], data_version=DATA_VERSION - 1)
+    for run in old[:1]:
+        del run["data_version"]  # files written before the field existed
+    new = _runs("g", "base", [30.0, 35.0, 40.0]) + _runs("g", "method", [31.0, 36.4, 40.6])
+    assert find_run(old + new, "g", "base", 1)["metrics"]["AP"] == 30.0
+    assert find_run(old, "g", "base", 1) is None
+    assert group_table("g", _spec(), old + new) == group_table("g", _spec(), new)
+    assert "| 0 |" in group_table("g", _spec(), old).splitlines()[2]
+
+    spec = {"title": "t", "rows": [Row("g", "base", "configs/shapes/faster_rcnn_R_18_FPN.yaml")]}
+    results, root = str(tmp_path / "results.json"), str(tmp_path / "runs")
+    with open(results, "w") as f:
+        json.dump(old, f)
+    trained = []
+
+    def launch(argv):
+        out = argv[argv.index("OUTPUT_DIR") + 1]
+        trained.append(out)
+        os.makedirs(os.path.join(out, "inference"))
+        with open(os.path.join(out, "inference", "results.json"), "w") as f:
+            json.dump({"bbox": {"AP": 50.0}}, f)
+        with open(os.path.join(out, "config.yaml"), "w") as f:
+            f.write("SOLVER:\n  MAX_ITER: 7\n")
+
+    runs = run_ablation({"g": spec}, [1], results, root, launch=launch)
+    assert trained == [os.path.join(root, f"v{DATA_VERSION}", "shapes", "faster_rcnn_R_18_FPN",
+                                    "seed1")]
+    assert find_run(runs, "g", "base", 1)["data_version"] == DATA_VERSION
+    assert len(read_results(results)) == len(old) + 1
 
 
 def test_tables_render_between_markers_and_stale_ones_are_found(tmp_path):
