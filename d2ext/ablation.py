@@ -39,7 +39,7 @@ import yaml
 from .atomic import write_text_atomically
 
 __all__ = ["DATA_VERSION", "METRICS", "TABLE_METRICS", "Row", "AblationError", "load_ablations", "run_dir",
-           "eval_dir", "read_results", "write_results", "is_current", "find_run", "metrics_from_results",
+           "eval_dir", "read_results", "write_results", "data_version", "is_current", "find_run", "metrics_from_results",
            "paired_differences", "group_table", "render_tables", "stale_tables",
            "ablation_set_files", "load_ablation_sets",
            "train_net_commands", "run_ablation"]
@@ -178,9 +178,14 @@ def write_results(path, runs):
     write_text_atomically(path, json.dumps(runs, indent=1) + "\n")
 
 
+def data_version(run):
+    """The data version a run of a results file was trained at (1 when it does not say)."""
+    return run.get("data_version", 1)
+
+
 def is_current(run):
     """Whether a run of a results file was trained at the current :data:`DATA_VERSION`."""
-    return run.get("data_version", 1) == DATA_VERSION
+    return data_version(run) == DATA_VERSION
 
 
 def find_run(runs, group, name, seed):
@@ -199,14 +204,15 @@ def metrics_from_results(results):
             for k in METRICS if k in bbox}
 
 
-def _by_seed(runs, group, name):
+def _by_seed(runs, group, name, version=DATA_VERSION):
     return {r["seed"]: r for r in runs
-            if is_current(r) and r["group"] == group and r["name"] == name}
+            if data_version(r) == version and r["group"] == group and r["name"] == name}
 
 
-def paired_differences(runs, group, name, baseline, metric):
-    """``row - baseline`` of ``metric`` on each seed both have, in seed order."""
-    a, b = _by_seed(runs, group, name), _by_seed(runs, group, baseline)
+def paired_differences(runs, group, name, baseline, metric, version=DATA_VERSION):
+    """``row - baseline`` of ``metric`` on each seed both have, in seed order, among the runs
+    of data version ``version``."""
+    a, b = _by_seed(runs, group, name, version), _by_seed(runs, group, baseline, version)
     return [a[s]["metrics"][metric] - b[s]["metrics"][metric] for s in sorted(set(a) & set(b))
             if a[s]["metrics"].get(metric) is not None
             and b[s]["metrics"].get(metric) is not None]
@@ -224,14 +230,15 @@ def _is_effect(diffs):
     return len(diffs) >= 3 and abs(mean(diffs)) > EFFECT_STDS * stdev(diffs)
 
 
-def group_table(group, spec, runs):
+def group_table(group, spec, runs, version=DATA_VERSION):
     """A Markdown table of a group: each row's mean ± std over its seeds, then, for a row with a
     baseline, its paired difference (same seeds) as mean ± std, in bold when |mean| exceeds
-    ``EFFECT_STDS`` standard deviations of the differences over at least 3 seeds."""
+    ``EFFECT_STDS`` standard deviations of the differences over at least 3 seeds. Only the runs
+    of data version ``version`` count (default: the current one)."""
     head = ["Row", "seeds", *TABLE_METRICS, "train min"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in spec["rows"]:
-        done = _by_seed(runs, group, row.name)
+        done = _by_seed(runs, group, row.name, version)
         cells = [row.label or row.name, str(len(done))]
         for m in TABLE_METRICS:
             cells.append(_mean_std([r["metrics"][m] for r in done.values()
@@ -241,7 +248,7 @@ def group_table(group, spec, runs):
         lines.append("| " + " | ".join(cells) + " |")
         if row.baseline:
             base = next(r for r in spec["rows"] if r.name == row.baseline)
-            diffs = {m: paired_differences(runs, group, row.name, row.baseline, m)
+            diffs = {m: paired_differences(runs, group, row.name, row.baseline, m, version)
                      for m in TABLE_METRICS}
             n = len(diffs["AP"])
             cells = [f"Δ vs {base.label or base.name}", f"{n} paired"]
@@ -252,23 +259,25 @@ def group_table(group, spec, runs):
     return "\n".join(lines)
 
 
-_MARKER = re.compile(r"(<!-- ablation:([\w-]+)/([\w-]+) -->\n)(.*?)(<!-- /ablation:\2/\3 -->)",
-                     re.S)
+_MARKER = re.compile(r"(<!-- ablation:(([\w-]+)/([\w-]+)(?:@v(\d+))?) -->\n)(.*?)"
+                     r"(<!-- /ablation:\2 -->)", re.S)
 
 
 def render_tables(text, sets):
     """``text`` with every ``<!-- ablation:SET/GROUP -->`` ... ``<!-- /ablation:SET/GROUP -->``
-    block replaced by that group's table (:func:`group_table`). ``sets`` maps each ablation set's
-    name to ``(groups, runs, results file)``. Raises for a marker naming no set or group."""
+    block replaced by that group's table (:func:`group_table`); ``SET/GROUP@vN`` tables the
+    runs of an earlier data version N. ``sets`` maps each ablation set's name to
+    ``(groups, runs, results file)``. Raises for a marker naming no set or group."""
     def replace(match):
-        name, group = match.group(2), match.group(3)
+        name, group = match.group(3), match.group(4)
+        version = int(match.group(5) or DATA_VERSION)
         if name not in sets or group not in sets[name][0]:
             raise AblationError(f"table marker names an unknown ablation group '{name}/{group}'")
         groups, runs, source = sets[name]
         note = (f"<!-- generated by `python tools/ablate.py --write-tables` from {source}: "
                 "do not edit -->\n")
-        return match.group(1) + note + group_table(group, groups[group], runs) + "\n" + \
-            match.group(5)
+        return match.group(1) + note + group_table(group, groups[group], runs, version) + \
+            "\n" + match.group(7)
     return _MARKER.sub(replace, text)
 
 

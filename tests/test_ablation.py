@@ -130,6 +130,11 @@ def test_runs_of_an_older_data_version_are_history_only(tmp_path):
     assert find_run(old, "g", "base", 1) is None
     assert group_table("g", _spec(), old + new) == group_table("g", _spec(), new)
     assert "| 0 |" in group_table("g", _spec(), old).splitlines()[2]
+    # an earlier version's table, for the record: its runs only
+    assert "| Base | 3 | 11.0 ± 1.0 |" in group_table("g", _spec(), old + new, version=1)
+    text = render_tables("<!-- ablation:s/g@v1 -->\n<!-- /ablation:s/g@v1 -->\n",
+                         {"s": ({"g": _spec()}, old + new, "s.json")})
+    assert "| Base | 3 | 11.0 ± 1.0 |" in text and text.endswith("<!-- /ablation:s/g@v1 -->\n")
 
     spec = {"title": "t", "rows": [Row("g", "base", "configs/shapes/faster_rcnn_R_18_FPN.yaml")]}
     results, root = str(tmp_path / "results.json"), str(tmp_path / "runs")
