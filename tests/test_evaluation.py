@@ -1,7 +1,14 @@
-"""COCO evaluation with AP at each IoU threshold, checked on a constructed case."""
+"""COCO evaluation with AP at each IoU threshold, and the ranking decomposition, checked on
+constructed cases."""
+import contextlib
+import io
+
+import pytest
 import torch
+from pycocotools.coco import COCO
 
 from d2ext import COCOEvaluatorWithIoUThresholds
+from d2ext.evaluation.ranking import oracle_scored, ranking_decomposition
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
@@ -47,3 +54,38 @@ def test_ap_at_each_threshold_follows_the_localization_quality(tmp_path):
 def test_no_predictions_give_nan_thresholds(tmp_path):
     res = _evaluate(tmp_path, [], [])
     assert all(res[f"AP{t}"] != res[f"AP{t}"] for t in range(50, 100, 5))
+
+
+def test_ranking_decomposition_separates_scores_from_boxes():
+    """One GT of class a (XYWH 10, 10, 30, 30) with two detections: an exact box scored 0.1 and
+    a box of IoU 0.8 scored 0.9; class b's GT is missed.
+
+    At IoU 0.9 the scores rank the worse box first: precision 1/2 at full recall, AP 50; the
+    oracle ranks the exact box first, AP 100; class a's recall is 100 either way. At IoU 0.5 the
+    first box is a hit whatever the order. Class b (no detection) adds recall and AP 0 to every
+    mean."""
+    gt = COCO()
+    gt.dataset = {"images": [{"id": 1, "height": 100, "width": 100}],
+                  "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+                  "annotations": [
+                      {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30],
+                       "area": 900, "iscrowd": 0},
+                      {"id": 2, "image_id": 1, "category_id": 2, "bbox": [60, 60, 30, 30],
+                       "area": 900, "iscrowd": 0}]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.1},
+            {"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 24], "score": 0.9}]
+    assert [d["score"] for d in oracle_scored(gt, dets)] == pytest.approx([1.0, 0.8])
+    numbers = ranking_decomposition(gt, dets)
+    assert numbers["detections"] == 2
+    # means over the two classes, b contributing 0
+    assert numbers["AP"]["AP90"] == pytest.approx(25, abs=0.5)
+    assert numbers["AP_oracle"]["AP90"] == pytest.approx(50)
+    assert numbers["recall"]["AP90"] == pytest.approx(50)
+    for key in ("AP", "AP_oracle", "recall"):
+        assert numbers[key]["AP50"] == pytest.approx(50)
+        assert numbers[key]["AP95"] == pytest.approx(50 if key != "AP" else 25, abs=0.5)
+    # no detection at all: zero everywhere, no error
+    empty = ranking_decomposition(gt, [])
+    assert empty["detections"] == 0 and empty["recall"]["AP50"] == 0 == empty["AP"]["AP50"]

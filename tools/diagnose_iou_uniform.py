@@ -17,6 +17,11 @@
         Per GT, the top detection candidate (before NMS) under the model's own score: the IoU
         of the proposal it was regressed from and its own, per input-IoU interval. A baseline
         Faster R-CNN checkpoint works too.
+    python tools/diagnose_iou_uniform.py ranking --config-file <run>/config.yaml [--results FILE]
+        AP at each IoU threshold of a run's final detections as scored, under an oracle ranking
+        (scored by their true IoU) and the recall: what the scores and what the boxes lose
+        (d2ext.evaluation.ranking). Reads <OUTPUT_DIR>/inference/<test set>/
+        coco_instances_results.json (or --results); any model's run, no weights needed.
     python tools/diagnose_iou_uniform.py towers --config-file <cfg> MODEL.WEIGHTS <pth>
         Which ReLU units of the box towers fire on generated samples of training images (dead
         units: the training collapse of docs/iou_uniform.md); a baseline checkpoint works too.
@@ -24,6 +29,7 @@
 Options: --num-images N (default 100), --output-dir DIR (default <OUTPUT_DIR>/diagnostics);
 trailing KEY VALUE pairs override the config, as in train_net.py.
 """
+import json
 import os
 import sys
 
@@ -32,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from d2ext.tooling import (  # noqa: E402
     load_trained_model, output_dir_of, pyplot, tool_parser, write_figure_and_json,
 )
+from d2ext.evaluation import coco_gt_of, ranking_decomposition  # noqa: E402
 from iou_uniform import analysis  # noqa: E402
 from train_net import load_config  # noqa: E402  (every method registered)
 
@@ -118,6 +125,29 @@ def plot_top_origin(numbers, plt):
     return fig
 
 
+def ranking(cfg, results_file, plt):
+    """AP, oracle-ranked AP and recall per IoU threshold of a run's saved detections."""
+    dataset = cfg.DATASETS.TEST[0]
+    path = results_file or os.path.join(cfg.OUTPUT_DIR, "inference", dataset,
+                                        "coco_instances_results.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"detections not found: {path} (train_net.py writes them at its "
+                                "evaluation; or pass --results)")
+    with open(path) as f:
+        numbers = {"dataset": dataset, "results": path,
+                   **ranking_decomposition(coco_gt_of(dataset), json.load(f))}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    thresholds = [int(k[2:]) / 100 for k in numbers["AP"]]
+    for key, label in (("recall", "recall"), ("AP_oracle", "AP, oracle ranking"),
+                       ("AP", "AP as scored")):
+        ax.plot(thresholds, list(numbers[key].values()), "o-", label=label)
+    ax.set_xlabel("IoU threshold")
+    ax.set_ylabel("%")
+    ax.set_title("What the scores and the boxes lose")
+    ax.legend()
+    return numbers, fig
+
+
 def plot_towers(numbers, plt):
     """Dead and active shares of each ReLU layer of the box towers."""
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -154,17 +184,23 @@ def iou_pred(cfg, model, num_images, plt):
 
 
 def main(argv=None):
-    commands = ("iou_hist", "loc_gain", "iou_pred", "reorder", "top_origin", "towers")
+    commands = ("iou_hist", "loc_gain", "iou_pred", "reorder", "top_origin", "ranking", "towers")
     parser, parsers = tool_parser(__doc__, {name: {} for name in commands})
     parsers["loc_gain"].add_argument(
         "--source", choices=tuple(analysis.LOC_GAIN_SOURCES), default="generated",
         help="jittered probes around the GTs, or the RPN's test-time proposals")
+    parsers["ranking"].add_argument(
+        "--results", default=None, help="COCO-format detections (default: the run's own)")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
-    model = load_trained_model(cfg)
     plt = pyplot()
     name = args.name
+    if name == "ranking":
+        numbers, fig = ranking(cfg, args.results, plt)
+        write_figure_and_json(fig, numbers, output_dir_of(args, cfg), name)
+        return numbers
+    model = load_trained_model(cfg)
     if name == "iou_pred":
         numbers, fig = iou_pred(cfg, model, args.num_images, plt)
     elif name == "loc_gain":

@@ -3,10 +3,30 @@
 The papers report AP60/AP70/AP80/AP90 beside COCO's AP/AP50/AP75; COCOeval already computes
 the precision at every threshold, so these are read from the same evaluation.
 """
+import contextlib
+import io
+
+from pycocotools.coco import COCO
+
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.logger import create_small_table
 
-__all__ = ["COCOEvaluatorWithIoUThresholds"]
+__all__ = ["COCOEvaluatorWithIoUThresholds", "ap_per_iou_threshold", "load_coco_results"]
+
+
+def load_coco_results(coco_gt, coco_results):
+    """``coco_gt.loadRes`` that also accepts an empty result list (no detection at all)."""
+    if coco_results:
+        return coco_gt.loadRes(coco_results)
+    coco_dt = COCO()
+    coco_dt.dataset = {
+        "images": list(coco_gt.dataset["images"]),
+        "categories": list(coco_gt.dataset.get("categories", [])),
+        "annotations": [],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt.createIndex()
+    return coco_dt
 
 
 def ap_per_iou_threshold(coco_eval):

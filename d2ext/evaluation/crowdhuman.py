@@ -13,36 +13,21 @@ import json
 import os
 
 import numpy as np
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
+from .coco import load_coco_results
 from .miss_rate import miss_rate_from_coco_eval
 
 __all__ = ["CrowdHumanEvaluator", "evaluate_boxes_at_iou"]
 
 
-def _load_results(coco_gt, coco_results):
-    """``coco_gt.loadRes`` that also accepts an empty result list (no detection at all)."""
-    if coco_results:
-        return coco_gt.loadRes(coco_results)
-    coco_dt = COCO()
-    coco_dt.dataset = {
-        "images": list(coco_gt.dataset["images"]),
-        "categories": list(coco_gt.dataset.get("categories", [])),
-        "annotations": [],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt.createIndex()
-    return coco_dt
-
-
 def evaluate_boxes_at_iou(coco_gt, coco_results, iou_threshold=0.5, max_dets=300, img_ids=None):
     """An evaluated and accumulated box ``COCOeval`` at one IoU threshold, area "all"."""
-    coco_dt = _load_results(coco_gt, coco_results)
+    coco_dt = load_coco_results(coco_gt, coco_results)
     coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
     coco_eval.params.iouThrs = np.array([iou_threshold])
     coco_eval.params.areaRng = [[0.0, float("inf")]]

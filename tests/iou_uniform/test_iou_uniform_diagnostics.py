@@ -265,6 +265,31 @@ def test_top_origin_refuses_a_cascade():
         analysis._scored_candidates(model, {}, None)
 
 
+def test_ranking_reads_a_runs_detections(tiny_shapes, tmp_path):
+    """The GT boxes themselves as detections: AP, oracle AP and recall 100 at every threshold;
+    a run without saved detections is refused with the file it looked for."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    DatasetCatalog.get(TINY_VAL)  # writes the split
+    with open(MetadataCatalog.get(TINY_VAL).json_file) as f:
+        gt = json.load(f)
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+             "score": 1.0} for a in gt["annotations"]]
+    results = tmp_path / "dets.json"
+    results.write_text(json.dumps(dets))
+    tool = load_tool("diagnose_iou_uniform")
+    numbers = tool.main(["ranking", "--config-file", BASELINE, "--results", str(results),
+                         "--output-dir", str(tmp_path), *DATA])
+    assert read(tmp_path, "ranking") == numbers
+    assert numbers["dataset"] == TINY_VAL and numbers["detections"] == len(dets) > 0
+    for key in ("AP", "AP_oracle", "recall"):
+        assert list(numbers[key]) == [f"AP{t}" for t in range(50, 100, 5)]
+        assert all(v == pytest.approx(100) for v in numbers[key].values())
+    with pytest.raises(FileNotFoundError, match="coco_instances_results.json"):
+        tool.main(["ranking", "--config-file", BASELINE, "--output-dir", str(tmp_path), *DATA,
+                   "OUTPUT_DIR", str(tmp_path / "no_run")])
+
+
 def test_towers(tiny_shapes, weights, tmp_path):
     numbers = run("towers", CFG, weights["iou_uniform"], tmp_path)
     assert read(tmp_path, "towers") == numbers
