@@ -104,6 +104,16 @@ def iou_hist(cfg, model, num_images):
     return numbers
 
 
+def _single_pass_heads(model, features, name):
+    """The model's ROI heads and their input features (``box_in_features``); ValueError naming
+    ``name`` for a cascade, for which one regression pass is not defined."""
+    heads = model.roi_heads
+    if isinstance(heads, CascadeROIHeads):
+        raise ValueError(f"{name} needs one regression pass, which a cascade does not define; "
+                         f"use a Faster R-CNN model, not {type(heads).__name__}")
+    return heads, [features[k] for k in heads.box_in_features]
+
+
 def regress(model, features, boxes, classes, image_size):
     """Boxes after one pass of the model's box regressor, clipped to the image: the
     class-agnostic regression tower of ``IoUUniformROIHeads``, or for detectron2's
@@ -117,11 +127,7 @@ def regress(model, features, boxes, classes, image_size):
     Returns:
         Tensor: (R, 4) regressed boxes.
     """
-    heads = model.roi_heads
-    if isinstance(heads, CascadeROIHeads):
-        raise ValueError("one regression pass of a cascade is not defined; use a Faster R-CNN "
-                         f"model, not {type(heads).__name__}")
-    f = [features[k] for k in heads.box_in_features]
+    heads, f = _single_pass_heads(model, features, "regress")
     if isinstance(heads, IoUUniformROIHeads):
         deltas, _ = heads.regress(f, [boxes])
         return refine_boxes(heads.box2box_transform, [boxes], deltas, [image_size])[0].tensor
@@ -372,11 +378,7 @@ def _scored_candidates(model, features, proposals):
     from. ``IoUUniformROIHeads``: the class-agnostic refined box, score p_c or p_c · u by its
     ``SCORE_MODE``, u from EFO when ``EFO`` is on; a ``StandardROIHeads`` box predictor: the
     deltas of class c, score p_c."""
-    heads = model.roi_heads
-    if isinstance(heads, CascadeROIHeads):
-        raise ValueError("top_origin needs one regression pass; use a Faster R-CNN model, "
-                         f"not {type(heads).__name__}")
-    f = [features[k] for k in heads.box_in_features]
+    heads, f = _single_pass_heads(model, features, "top_origin")
     if isinstance(heads, IoUUniformROIHeads):
         (boxes,), probs, u, keep = heads.refined_candidates(f, [proposals])
         if heads.efo:
