@@ -15,9 +15,10 @@ The results file is a list of runs, one per group, row and seed::
 
 with COCO numbers x100, as detectron2 prints them. A run whose ``data_version`` (1 when absent)
 is not :data:`DATA_VERSION` was trained before a change that invalidates it: it stays in the
-file as history, but tables and comparisons ignore it and the runner trains the row again. Tables in Markdown files are generated from
-them between ``<!-- ablation:NAME/GROUP -->`` and ``<!-- /ablation:NAME/GROUP -->`` markers
-(:func:`render_tables`), so a stale table is detected by comparing (:func:`stale_tables`).
+file as history, but tables and comparisons ignore it and the runner trains the row again.
+Tables in Markdown files are generated from them between ``<!-- ablation:NAME/GROUP -->`` and
+``<!-- /ablation:NAME/GROUP -->`` markers (:func:`render_tables`), so a stale table is detected
+by comparing (:func:`stale_tables`).
 
 This module knows no method: rows are configs and options. ``tools/ablate.py`` runs them.
 """
@@ -38,10 +39,10 @@ import yaml
 
 from .atomic import write_text_atomically
 
-__all__ = ["DATA_VERSION", "METRICS", "TABLE_METRICS", "Row", "AblationError", "load_ablations", "run_dir",
-           "eval_dir", "read_results", "write_results", "data_version", "is_current", "find_run", "metrics_from_results",
-           "paired_differences", "group_table", "render_tables", "stale_tables",
-           "ablation_set_files", "load_ablation_sets",
+__all__ = ["DATA_VERSION", "METRICS", "TABLE_METRICS", "Row", "AblationError", "load_ablations",
+           "run_dir", "eval_dir", "read_results", "write_results", "data_version", "is_current",
+           "find_run", "metrics_from_results", "paired_differences", "group_table",
+           "render_tables", "stale_tables", "ablation_set_files", "load_ablation_sets",
            "train_net_commands", "run_ablation"]
 
 logger = logging.getLogger(__name__)

@@ -137,4 +137,3 @@ def test_resized_boxes_are_not_truncated(tmp_path):
                                (a["bbox"] for a in d["annotations"])])
         scale = torch.tensor([w / d["width"], h / d["height"]] * 2)
         assert torch.allclose(gt, stored * scale, atol=1e-4)
-
