@@ -11,7 +11,8 @@ from pycocotools.coco import COCO
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.logger import create_small_table
 
-__all__ = ["COCOEvaluatorWithIoUThresholds", "ap_per_iou_threshold", "load_coco_results"]
+__all__ = ["COCOEvaluatorWithIoUThresholds", "ap_per_iou_threshold", "per_iou_threshold",
+           "load_coco_results"]
 
 
 def load_coco_results(coco_gt, coco_results):
@@ -29,20 +30,26 @@ def load_coco_results(coco_gt, coco_results):
     return coco_dt
 
 
-def ap_per_iou_threshold(coco_eval):
-    """``{"AP50": ..., "AP55": ..., ..., "AP95": ...}`` in percent from an evaluated COCOeval.
+def per_iou_threshold(coco_eval, key="precision"):
+    """``{"AP50": ..., "AP55": ..., ..., "AP95": ...}`` in percent from an evaluated COCOeval:
+    its ``precision`` (AP) or ``recall`` at each IoU threshold.
 
     Same reduction as COCOeval.summarize: all areas, the largest maxDets, mean over recall
-    points and categories with ground truth.
+    points (precision) and categories with ground truth.
     """
-    precision = coco_eval.eval["precision"]  # (T, R, K, A, M)
+    values = coco_eval.eval[key]  # precision (T, R, K, A, M), recall (T, K, A, M)
     area_all = list(coco_eval.params.areaRngLbl).index("all")
     results = {}
     for t, thr in enumerate(coco_eval.params.iouThrs):
-        p = precision[t, :, :, area_all, -1]
-        p = p[p > -1]
-        results[f"AP{int(round(thr * 100))}"] = float(p.mean() * 100) if p.size else float("nan")
+        v = values[t, ..., area_all, -1]
+        v = v[v > -1]
+        results[f"AP{int(round(thr * 100))}"] = float(v.mean() * 100) if v.size else float("nan")
     return results
+
+
+def ap_per_iou_threshold(coco_eval):
+    """AP at each IoU threshold (:func:`per_iou_threshold` of the precision)."""
+    return per_iou_threshold(coco_eval, "precision")
 
 
 class COCOEvaluatorWithIoUThresholds(COCOEvaluator):

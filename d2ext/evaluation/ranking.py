@@ -25,7 +25,7 @@ from pycocotools.cocoeval import COCOeval
 from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 
-from .coco import ap_per_iou_threshold, load_coco_results
+from .coco import ap_per_iou_threshold, load_coco_results, per_iou_threshold
 
 __all__ = ["coco_gt_of", "oracle_scored", "recall_per_iou_threshold", "ranking_decomposition"]
 
@@ -59,14 +59,7 @@ def oracle_scored(coco_gt, coco_results):
 def recall_per_iou_threshold(coco_eval):
     """``{"AP50": recall, ...}`` in percent (keyed like :func:`ap_per_iou_threshold`) from an
     evaluated COCOeval: all areas, the largest maxDets, mean over categories with GT."""
-    recall = coco_eval.eval["recall"]  # (T, K, A, M)
-    area_all = list(coco_eval.params.areaRngLbl).index("all")
-    results = {}
-    for t, thr in enumerate(coco_eval.params.iouThrs):
-        r = recall[t, :, area_all, -1]
-        r = r[r > -1]
-        results[f"AP{int(round(thr * 100))}"] = float(r.mean() * 100) if r.size else float("nan")
-    return results
+    return per_iou_threshold(coco_eval, "recall")
 
 
 def _evaluate(coco_gt, coco_results):
