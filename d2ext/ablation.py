@@ -41,7 +41,7 @@ from .atomic import write_text_atomically
 
 __all__ = ["DATA_VERSION", "METRICS", "TABLE_METRICS", "Row", "AblationError", "load_ablations",
            "run_dir", "eval_dir", "read_results", "write_results", "data_version", "is_current",
-           "find_run", "metrics_from_results", "paired_differences", "group_table",
+           "find_run", "shared_run", "metrics_from_results", "paired_differences", "group_table",
            "render_tables", "stale_tables", "ablation_set_files", "load_ablation_sets",
            "train_net_commands", "run_ablation"]
 
@@ -193,6 +193,15 @@ def find_run(runs, group, name, seed):
     """The current run of a group, row and seed, or None."""
     return next((r for r in runs if is_current(r)
                  and (r["group"], r["name"], r["seed"]) == (group, name, seed)), None)
+
+
+def shared_run(runs, row, seed):
+    """A current run of another group or row that is the same model and evaluation as ``row``
+    with ``seed`` (equal config, opts, test_opts and seed), or None: its numbers are this row's
+    too, whether or not that training's OUTPUT_DIR is still on this machine."""
+    key = (row.config, list(row.opts), list(row.test_opts), seed)
+    return next((r for r in runs if is_current(r) and key == (
+        r.get("config"), r.get("opts", []), r.get("test_opts", []), r["seed"])), None)
 
 
 def metrics_from_results(results):
@@ -367,6 +376,8 @@ def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
     """Train and evaluate every (group, row, seed) missing from the results file, one run at a
     time, adding each to the file as it finishes. Rows sharing a trained model (same config,
     opts and seed) train it once; an interrupted run continues from its last checkpoint.
+    A row whose run is already in the file under another group or row (:func:`shared_run`)
+    is recorded from it, with ``"same_run_as": "GROUP/ROW"``, without training again.
     Returns the runs of the file.
 
     A run whose ``train_net.py`` fails (``launch`` raises ``CalledProcessError``, e.g. a
@@ -379,6 +390,13 @@ def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
         for row in spec["rows"]:  # a row's seeds one after the other: comparisons complete early
             for seed in seeds:
                 if find_run(runs, group, row.name, seed):
+                    continue
+                same = shared_run(runs, row, seed)
+                if same:
+                    runs.append({**same, "group": group, "name": row.name,
+                                 "same_run_as": same.get("same_run_as",
+                                                         f"{same['group']}/{same['name']}")})
+                    write_results(results_path, runs)
                     continue
                 train = run_dir(root, row, seed)
                 if train in failed_dirs:

@@ -297,6 +297,45 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     assert sorted(evaluated for _, evaluated in launched) == [False] * 3 + [True] * 2
 
 
+def test_a_run_already_in_the_file_under_another_row_is_not_trained_again(tmp_path):
+    """A row whose model and evaluation (config, opts, test_opts, seed) are already a current run
+    of another group is recorded from that run, saying which, with no training; a different
+    test-time setting, another seed or an older data version's run is not reused."""
+    config = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
+    readme = _runs("readme", "faster_rcnn", [30.0, 35.0])
+    for run in readme:
+        run.update(config=config, opts=[], test_opts=[], commit="abc", train_s=600.0)
+    old = _runs("readme", "faster_rcnn", [20.0, 21.0, 22.0], data_version=DATA_VERSION - 1)
+    for run in old:
+        run.update(config=config, opts=[], test_opts=[])
+    spec = {"title": "t", "rows": [Row("table", "baseline", config),
+                                   Row("table", "nms", config, (), ("K", "V"), "baseline")]}
+    results, root = str(tmp_path / "results.json"), str(tmp_path / "runs")
+    with open(results, "w") as f:
+        json.dump(readme + old, f)
+    launched = []
+
+    def launch(argv):
+        out = argv[argv.index("OUTPUT_DIR") + 1]
+        launched.append((argv[argv.index("SEED") + 1], "--eval-only" in argv))
+        os.makedirs(os.path.join(out, "inference"))
+        with open(os.path.join(out, "inference", "results.json"), "w") as f:
+            json.dump({"bbox": {"AP": 50.0}}, f)
+        with open(os.path.join(out, "config.yaml"), "w") as f:
+            f.write("SOLVER:\n  MAX_ITER: 7\n")
+
+    runs = run_ablation({"table": spec}, [1, 2, 3], results, root, launch=launch)
+    for seed, ap in ((1, 30.0), (2, 35.0)):
+        reused = find_run(runs, "table", "baseline", seed)
+        assert reused["metrics"]["AP"] == ap and reused["same_run_as"] == "readme/faster_rcnn"
+        assert (reused["commit"], reused["train_s"]) == ("abc", 600.0)
+    assert find_run(runs, "table", "baseline", 3)["metrics"]["AP"] == 50.0  # seed 3: old only
+    # trained: seed 3's model; evaluated with K V: every seed (seeds 1-2 train for it too)
+    assert sorted(launched) == [("1", False), ("1", True), ("2", False), ("2", True),
+                                ("3", False), ("3", True)]
+    assert read_results(results) == sorted(runs, key=lambda r: (r["group"], r["name"], r["seed"]))
+
+
 def test_ablate_refuses_an_unknown_group_before_training(capsys):
     with pytest.raises(SystemExit, match=re.escape("no group ['nope']")):
         ablate.main(["--groups", "nope"])
