@@ -14,7 +14,8 @@ The results file is a list of runs, one per group, row and seed::
      "train_s", "metrics": {"AP", "AP50", "AP55", ..., "AP95", "APs", "APm", "APl"}}
 
 with COCO numbers x100, as detectron2 prints them, and ``"same_run_as": "GROUP/ROW"`` when it
-was copied from that row's run of the same model and evaluation (:func:`shared_run`). A run whose ``data_version`` (1 when absent)
+was copied from that row's run of the same model and evaluation (:func:`shared_run`).
+A run whose ``data_version`` (1 when absent)
 is not :data:`DATA_VERSION` was trained before a change that invalidates it: it stays in the
 file as history, but tables and comparisons ignore it and the runner trains the row again.
 Tables in Markdown files are generated from them between ``<!-- ablation:NAME/GROUP -->`` and
