@@ -8,7 +8,7 @@ from detectron2.structures import Boxes
 from tests.conftest import config_path
 from tests.model_checks import build_model_from_config, make_batch, num_classes_of, train_step
 
-CONFIGS = ["iou_uniform_rga_prm_R_18_FPN.yaml", "padet_vgg16_0.25x_256.yaml",
+CONFIGS = ["iou_uniform_rga_prm_R_18_FPN.yaml", "padet_vgg16_0.25x_256_flip_2600it.yaml",
            "iou_balanced_faster_rcnn_R_18_FPN.yaml", "iou_balanced_retinanet_R_18_FPN.yaml"]
 SIZES = ((96, 128), (96, 127))
 

@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tests.conftest import config_path
 
-PADET = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
+PADET = config_path("shapes", "padet_vgg16_0.25x_256_flip_2600it.yaml")
 RUNS = [  # one per package; PADet: Table 2's encoder-decoder baseline and the full model
     (config_path("shapes", "iou_uniform_R_18_FPN.yaml"), ()),
     (config_path("shapes", "rga_prm_R_18_FPN.yaml"), ()),  # PRM towers; RGA is a hook

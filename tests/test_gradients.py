@@ -13,7 +13,7 @@ from tests.model_checks import (
 IOU_UNIFORM = config_path("shapes", "iou_uniform_R_18_FPN.yaml")
 RGA_PRM = config_path("shapes", "rga_prm_R_18_FPN.yaml")
 IOU_UNIFORM_RGA_PRM = config_path("shapes", "iou_uniform_rga_prm_R_18_FPN.yaml")
-PADET = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
+PADET = config_path("shapes", "padet_vgg16_0.25x_256_flip_2600it.yaml")
 IB_RCNN = config_path("shapes", "iou_balanced_faster_rcnn_R_18_FPN.yaml")
 IB_RETINANET = config_path("shapes", "iou_balanced_retinanet_R_18_FPN.yaml")
 

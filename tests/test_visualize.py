@@ -86,7 +86,7 @@ def test_score_threshold_filters_predictions_and_output_dir_defaults(trained_run
 def test_padet_detections_through_its_square_test_mapper(tiny_shapes, tmp_path, monkeypatch):
     """An untrained PADet (weights saved without training): the model sees the images warped
     square by PADet's test mapper, and the predictions are drawn on the originals."""
-    config = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
+    config = config_path("shapes", "padet_vgg16_0.25x_256_flip_2600it.yaml")
     opts = ["MODEL.PADET.INPUT_SIZE", "160", "MODEL.PADET.SCORE_THRESH_TEST", "0.0"]
     model = build_model_with_weights(load_config(config, [*opts, "MODEL.DEVICE", "cpu"]), seed=0)
     weights = tmp_path / "padet.pth"

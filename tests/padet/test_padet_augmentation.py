@@ -178,3 +178,29 @@ def test_build_augmentation_order_and_styles():
     assert names(build_padet_augmentation(_cfg(), False)) == ["Resize"]
     with pytest.raises(ValueError, match="AUG_STYLE"):
         build_padet_augmentation(_cfg(AUG_STYLE="yolo"), True)
+
+
+def test_flip_only_settings_leave_only_the_flip_and_the_resize():
+    """The shapes config's settings (configs/shapes/padet_vgg16_0.25x_256_flip_2600it.yaml):
+    no photometric distortion, expand ratio 1, no crop choice. Every sample is the resized image,
+    flipped or not, with its boxes moved the same way."""
+    cfg = _cfg(PHOTOMETRIC=False, EXPAND_MAX_RATIO=1.0, CROP_MIN_IOUS=[], INPUT_SIZE=256)
+    augs = T.AugmentationList(build_padet_augmentation(cfg, True))
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (100, 150, 3)).astype(np.uint8)
+    boxes = _random_boxes(rng, 3, 150, 100)
+    resize = T.ResizeTransform(100, 150, 256, 256)
+    flip = T.HFlipTransform(150)
+    expected = {
+        False: (resize.apply_image(image), resize.apply_box(boxes)),
+        True: (resize.apply_image(flip.apply_image(image)), resize.apply_box(flip.apply_box(boxes))),
+    }
+    seen = set()
+    for _ in range(16):
+        aug_input = T.AugInput(image.copy(), boxes=boxes.copy())
+        augs(aug_input)
+        flipped = not np.array_equal(aug_input.image, expected[False][0])
+        assert np.array_equal(aug_input.image, expected[flipped][0])
+        np.testing.assert_allclose(aug_input.boxes, expected[flipped][1], atol=1e-4)
+        seen.add(flipped)
+    assert seen == {False, True}

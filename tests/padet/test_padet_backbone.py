@@ -81,7 +81,7 @@ def test_torchvision_vgg16_state_dict_loads_into_the_encoder(tmp_path):
 
 
 def test_narrow_vgg_and_any_input_size():
-    cfg = load_config(config_path("shapes", "padet_vgg16_0.25x_256.yaml"), ["MODEL.DEVICE", "cpu"])
+    cfg = load_config(config_path("shapes", "padet_vgg16_0.25x_256_flip_2600it.yaml"), ["MODEL.DEVICE", "cpu"])
     backbone = build_backbone(cfg).eval()
     assert backbone.encoder.out_channels == [128, 256, 128, 64, 64]  # VGG_WIDTH 0.25
     with torch.no_grad():

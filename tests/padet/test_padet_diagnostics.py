@@ -15,7 +15,7 @@ from padet.analysis import anchor_balance, box_regression, promotion_sources
 from tests.conftest import config_path, load_tool
 
 main = load_tool("diagnose_padet").main
-CONFIG = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
+CONFIG = config_path("shapes", "padet_vgg16_0.25x_256_flip_2600it.yaml")
 
 
 def _checkpoint(tmp_path):

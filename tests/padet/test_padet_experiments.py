@@ -13,7 +13,7 @@ from tests.conftest import config_path
 from tests.model_checks import (
     assert_every_parameter_has_a_gradient, build_model_from_config, make_batch, train_step)
 
-CONFIG = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
+CONFIG = config_path("shapes", "padet_vgg16_0.25x_256_flip_2600it.yaml")
 SIZES = ((96, 128), (96, 127))  # padded to 128 x 128: a fast training step
 
 

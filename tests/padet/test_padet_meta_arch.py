@@ -13,7 +13,7 @@ from detectron2.utils.events import EventStorage
 from tests.conftest import config_path
 
 C = 5
-CONFIG = config_path("shapes", "padet_vgg16_0.25x_256.yaml")
+CONFIG = config_path("shapes", "padet_vgg16_0.25x_256_flip_2600it.yaml")
 
 
 @pytest.fixture(scope="module")

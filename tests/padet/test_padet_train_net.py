@@ -11,7 +11,7 @@ FEW_ITERS = ["SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP
 
 def test_padet_shapes_config_trains_and_evaluates(tiny_shapes, tmp_path):
     out = tmp_path / "run"
-    run_train_net(config_path("shapes", "padet_vgg16_0.25x_256.yaml"), out, *FEW_ITERS)
+    run_train_net(config_path("shapes", "padet_vgg16_0.25x_256_flip_2600it.yaml"), out, *FEW_ITERS)
     metrics = read_metrics(out)
     names = {"loss_apm_cls", "loss_apm_box_reg", "loss_det_cls", "loss_det_box_reg"}
     logged = [m for m in metrics if "total_loss" in m]
