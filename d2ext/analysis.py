@@ -4,7 +4,8 @@ import torch
 
 from detectron2.structures import BoxMode, pairwise_iou
 
-__all__ = ["gt_boxes_and_classes", "pearson_r", "best_same_class_iou", "best_same_class_match"]
+__all__ = ["gt_boxes_and_classes", "pearson_r", "class_share_of_variance", "best_same_class_iou",
+           "best_same_class_match"]
 
 
 def gt_boxes_and_classes(record):
@@ -23,6 +24,28 @@ def pearson_r(a, b):
     if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return None
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def class_share_of_variance(features, labels):
+    """The share of the variance of ``features`` (n, d) that lies between the classes of
+    ``labels`` (n,): sum_c n_c |mean_c - mean|^2 / sum_i |f_i - mean|^2 (the correlation ratio
+    eta^2 over all d dimensions). 1 when every feature equals its class mean, near 0 when the
+    features do not depend on the class; None (undefined) for fewer than two classes or
+    constant features.
+    """
+    labels = torch.as_tensor(labels)
+    if len(labels.unique()) < 2:
+        return None
+    f = torch.as_tensor(features, dtype=torch.float64).reshape(len(labels), -1)
+    mean = f.mean(0)
+    total = ((f - mean) ** 2).sum()
+    if total == 0:
+        return None
+    classes, index, counts = labels.unique(return_inverse=True, return_counts=True)
+    class_means = torch.zeros(len(classes), f.shape[1], dtype=f.dtype).index_add_(0, index, f)
+    class_means /= counts[:, None]
+    between = (counts[:, None] * (class_means - mean) ** 2).sum()
+    return float(between / total)
 
 
 def best_same_class_iou(pred_boxes, pred_classes, gt_boxes, gt_classes):

@@ -12,6 +12,10 @@
 - :func:`promotion_sources`: where the detection module's positives on the promoted anchors
   come from, by object size: anchors that were APM positives (their deltas have a regression
   target in L_apm) or anchors whose deltas never had one (APM negatives and ignored anchors).
+- :func:`feature_separability`: do the features the detection module classifies from carry the
+  class? Per decoded level, the share of the feature variance between the GT classes at the
+  locations of the initial anchors' positives, for the decoded level D_l (shared with the APM)
+  and the detection head's input to its classifier.
 - :func:`training_dynamics`: over the checkpoints of one run, on a fixed set of training
   images, the detection head's right-class probability on its training positives by level and
   object size, and how many anchors' training labels flip between consecutive checkpoints.
@@ -28,14 +32,15 @@ import numpy as np
 import torch
 from fvcore.nn import smooth_l1_loss
 
-from d2ext.analysis import gt_boxes_and_classes, pearson_r
+from d2ext.analysis import class_share_of_variance, gt_boxes_and_classes, pearson_r
 from d2ext.checkpoint import ProjectCheckpointer
 from detectron2.structures import Boxes, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
 
 from .anchors import flatten_anchor_maps
 
-__all__ = ["anchor_balance", "box_regression", "promotion_sources", "training_dynamics",
+__all__ = ["anchor_balance", "box_regression", "feature_separability", "promotion_sources",
+           "training_dynamics",
            "augmentation_statistics"]
 
 IOU_BINS = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -235,6 +240,58 @@ def promotion_sources(model, mapper, dataset_dicts, input_size, batch_size=4):
     by_size["all"] = row(slice(None))
     return {"num_images": num_images, "apm_promote_thresh": model.apm.promote_thresh,
             "sources": list(APM_SOURCES), "by_size": by_size}
+
+
+@torch.no_grad()
+def feature_separability(model, mapper, dataset_dicts, input_size, batch_size=4):
+    """Per decoded level, how much of the features' variance lies between the GT classes
+    (:func:`~d2ext.analysis.class_share_of_variance`) at the locations where the detection
+    module classifies objects, for two features: the decoded level D_l, which the APM's
+    branches share with the detection module, and the head's features that the class conv
+    reads (after its CBR block and the FAM).
+
+    The locations are those of the *initial* anchors' positives (the matching of the initial
+    anchors, the same for every model of a config, so that models compare on the same
+    samples), one sample per location; a location whose positives belong to GTs of different
+    classes is left out. A level without two such locations gets None.
+    """
+    model.eval()
+    levels = list(model.apm.in_features)
+    num_anchors = model.apm.anchor_generator.num_anchors
+    samples = {lvl: {"decoded": [], "head": [], "classes": []} for lvl in levels}
+    skipped = dict.fromkeys(levels, 0)
+    for batch in _batches(model, mapper, dataset_dicts, input_size, batch_size):
+        initial = batch.anchors.expand(len(batch.gts), -1, -1)
+        targets, pos, _, _ = model.label_promoted(initial, batch.logits, batch.gts)
+        start = 0
+        for i, (lvl, x) in enumerate(zip(levels, batch.features)):
+            delta_map = None if batch.delta_maps is None else batch.delta_maps[i]
+            head = model.head.fams[i](model.head.convs[i](x), delta_map)
+            n, _, h, w = x.shape
+            count = h * w * num_anchors[i]
+            p = pos[:, start:start + count].reshape(n, h * w, -1)
+            t = targets[:, start:start + count].reshape(n, h * w, -1)
+            start += count
+            low = torch.where(p, t, model.num_classes).min(-1).values
+            high = torch.where(p, t, -1).max(-1).values
+            located = p.any(-1)
+            keep = located & (low == high)
+            skipped[lvl] += int((located & ~keep).sum())
+            s = samples[lvl]
+            s["decoded"].append(x.flatten(2).transpose(1, 2)[keep].cpu())
+            s["head"].append(head.flatten(2).transpose(1, 2)[keep].cpu())
+            s["classes"].append(low[keep].cpu())
+    by_level = {}
+    for lvl, s in samples.items():
+        classes = torch.cat(s["classes"])
+        by_level[lvl] = {
+            "num_locations": len(classes),
+            "num_classes": len(classes.unique()),
+            "mixed_class_locations_left_out": skipped[lvl],
+            **{key: class_share_of_variance(torch.cat(s[key]), classes)
+               for key in ("decoded", "head")},
+        }
+    return {"num_images": len(dataset_dicts), "levels": levels, "by_level": by_level}
 
 
 @torch.no_grad()

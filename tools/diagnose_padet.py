@@ -10,6 +10,10 @@
     python tools/diagnose_padet.py promotion_sources --config-file <cfg> MODEL.WEIGHTS <pth>
         By object size: the detection module's positives per GT after promotion, and the share
         of them on anchors that were APM positives, APM negatives or ignored by the APM.
+    python tools/diagnose_padet.py feature_separability --config-file <cfg> MODEL.WEIGHTS <pth>
+        Per decoded level: the share of the feature variance between the GT classes at the
+        initial anchors' positive locations, for the decoded level D_l (shared with the APM)
+        and for the detection head's classifier input.
     python tools/diagnose_padet.py training_dynamics --checkpoints <run>/model_*.pth \
             --config-file <run>/config.yaml
         Per checkpoint (in the order given; the shell's glob sorts a run's model_<iter>.pth by
@@ -85,6 +89,22 @@ def plot_anchor_balance(result, plt):
     return fig
 
 
+def plot_feature_separability(result, plt):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    levels = result["levels"]
+    rows = [result["by_level"][lvl] for lvl in levels]
+    x = np.arange(len(levels))
+    for offset, key, label in ((-0.2, "decoded", "decoded level D_l (shared with the APM)"),
+                               (0.2, "head", "detection head, classifier input")):
+        ax.bar(x + offset, [r[key] or 0 for r in rows], 0.4, label=label)
+    ax.set_xticks(x, [f"{lvl}\n{r['num_locations']} loc." for lvl, r in zip(levels, rows)])
+    ax.set_ylabel("between-class share of the variance")
+    ax.set_title("class information at the positive locations")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def plot_promotion_sources(result, plt):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     names = list(result["by_size"])
@@ -139,6 +159,7 @@ def plot_training_dynamics(result, plt):
 
 
 PLOTS = {"anchor_balance": plot_anchor_balance, "box_regression": plot_box_regression,
+         "feature_separability": plot_feature_separability,
          "promotion_sources": plot_promotion_sources,
          "training_dynamics": plot_training_dynamics}
 

@@ -1,5 +1,5 @@
-"""padet.analysis (anchor_balance, box_regression, promotion_sources, training_dynamics) and
-tools/diagnose_padet.py: a random model, the tiny shapes split."""
+"""padet.analysis (anchor_balance, box_regression, feature_separability, promotion_sources,
+training_dynamics) and tools/diagnose_padet.py: a random model, the tiny shapes split."""
 import json
 
 import pytest
@@ -9,9 +9,11 @@ from train_net import load_config
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from padet.dataset_mapper import PADetDatasetMapper
-from d2ext.analysis import pearson_r as _correlation
+from d2ext.analysis import class_share_of_variance, pearson_r as _correlation
 from detectron2.checkpoint import DetectionCheckpointer
-from padet.analysis import anchor_balance, box_regression, promotion_sources
+from detectron2.structures import Boxes
+from padet.analysis import (
+    _gt_instances, anchor_balance, box_regression, feature_separability, promotion_sources)
 from tests.conftest import config_path, load_tool
 
 main = load_tool("diagnose_padet").main
@@ -114,6 +116,57 @@ def test_promotion_sources_split_the_detection_positives(tiny_shapes, tmp_path, 
                     "MODEL.WEIGHTS", _checkpoint(tmp_path)])
     assert written == result
     assert (tmp_path / "promotion_sources.png").stat().st_size > 0
+
+
+def test_class_share_of_variance():
+    # by hand: mean 3, total 9 + 1 + 1 + 9 = 20, class means 1 and 5: between 2 * 4 + 2 * 4 = 16
+    assert class_share_of_variance([[0.0], [2.0], [4.0], [6.0]], [0, 0, 1, 1]) == pytest.approx(0.8)
+    # two dimensions add up: the second (class-free) doubles the total, not the between part
+    assert class_share_of_variance([[0.0, 3.0], [2.0, -3.0], [4.0, 3.0], [6.0, -3.0]],
+                                   [0, 0, 1, 1]) == pytest.approx(16 / (20 + 36))
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(400) % 4
+    noise = torch.randn(400, 8, generator=g)
+    assert class_share_of_variance(noise, labels) < 0.05  # features that ignore the class
+    one_hot = torch.nn.functional.one_hot(labels).double()
+    assert class_share_of_variance(one_hot, labels) == pytest.approx(1.0)
+    # undefined: one class, constant features
+    assert class_share_of_variance(noise[:5], torch.zeros(5, dtype=torch.long)) is None
+    assert class_share_of_variance(torch.ones(4, 2), [0, 1, 0, 1]) is None
+
+
+def test_feature_separability_on_the_initial_positive_locations(tiny_shapes, tmp_path):
+    model, mapper, dicts, size = _model_and_data(tiny_shapes)
+    result = feature_separability(model, mapper, dicts, size)
+    assert result["levels"] == ["d1", "d2", "d3", "d4", "d5", "d6"]
+    rows = result["by_level"]
+    # one sample per location with an initial-anchor positive (or left out: mixed classes),
+    # counted here with the model's own matching of the initial anchors
+    counted = dict.fromkeys(result["levels"], 0)
+    with torch.no_grad():
+        for image in dicts:
+            images = model.preprocess_image([mapper(image)])
+            features = model.backbone(images.tensor)
+            maps = [features[f] for f in model.apm.in_features]
+            anchors = Boxes(model.apm.anchors(maps, images.tensor.shape[-2:]))
+            _, labels = model.matcher(_gt_instances(image, size).gt_boxes, anchors)
+            start = 0
+            for lvl, x, a in zip(result["levels"], maps, model.apm.anchor_generator.num_anchors):
+                count = x.shape[-2] * x.shape[-1] * a
+                counted[lvl] += int((labels[start:start + count].view(-1, a) == 1).any(1).sum())
+                start += count
+    assert {lvl: r["num_locations"] + r["mixed_class_locations_left_out"]
+            for lvl, r in rows.items()} == counted
+    assert sum(counted.values()) > 0
+    for r in rows.values():
+        for key in ("decoded", "head"):
+            assert r[key] is None or 0.0 <= r[key] <= 1.0
+
+    written = main(["feature_separability", "--config-file", CONFIG, "--dataset",
+                    tiny_shapes[0], "--num-images", "3", "--output-dir", str(tmp_path),
+                    "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", _checkpoint(tmp_path)])
+    assert written == result
+    assert (tmp_path / "feature_separability.png").stat().st_size > 0
 
 
 def test_training_dynamics_over_saved_checkpoints(tiny_shapes, tmp_path):
