@@ -253,7 +253,7 @@ def feature_separability(model, mapper, dataset_dicts, input_size, batch_size=4)
     The locations are those of the *initial* anchors' positives (the matching of the initial
     anchors, the same for every model of a config, so that models compare on the same
     samples), one sample per location; a location whose positives belong to GTs of different
-    classes is left out. A level without two such locations gets None.
+    classes is left out. A level whose locations hold fewer than two classes gets None.
     """
     model.eval()
     levels = list(model.apm.in_features)
@@ -265,8 +265,8 @@ def feature_separability(model, mapper, dataset_dicts, input_size, batch_size=4)
         targets, pos, _, _ = model.label_promoted(initial, batch.logits, batch.gts)
         start = 0
         for i, (lvl, x) in enumerate(zip(levels, batch.features)):
-            delta_map = None if batch.delta_maps is None else batch.delta_maps[i]
-            head = model.head.fams[i](model.head.convs[i](x), delta_map)
+            head = model.head.aligned_features(
+                i, x, None if batch.delta_maps is None else batch.delta_maps[i])
             n, _, h, w = x.shape
             count = h * w * num_anchors[i]
             p = pos[:, start:start + count].reshape(n, h * w, -1)

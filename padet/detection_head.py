@@ -55,8 +55,12 @@ class PADetDetectionHead(nn.Module):
         ``apm_delta_maps`` is None without the APM's adjustment branch (FAM "none", "implicit")."""
         logits, deltas = [], []
         for i, x in enumerate(features):
-            apm_deltas = None if apm_delta_maps is None else apm_delta_maps[i]
-            y = self.fams[i](self.convs[i](x), apm_deltas)
+            y = self.aligned_features(i, x, None if apm_delta_maps is None else apm_delta_maps[i])
             logits.append(self.cls_score[i](y))
             deltas.append(self.bbox_pred[i](y))
         return logits, deltas
+
+    def aligned_features(self, level, x, apm_deltas):
+        """The features the class and box convs of ``level`` read: CBR3 of the decoded map
+        ``x``, then the FAM with that level's APM delta map (None without adjustment)."""
+        return self.fams[level](self.convs[level](x), apm_deltas)
