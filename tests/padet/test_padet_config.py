@@ -121,7 +121,15 @@ def test_promotion_threshold_needs_both_apm_branches(branch):
         build_model(cfg)
 
 
-def test_experiment_options_default_to_the_paper():
-    """Defaults: every anchor promoted, L_apm on the shared features with weight 1."""
-    p = _shapes_cfg().MODEL.PADET
+@pytest.mark.parametrize("config", sorted(glob.glob(os.path.join(REPO, "configs", "padet", "*.yaml"))))
+def test_experiment_options_default_to_the_paper(config):
+    """Defaults, and every paper-scale config: every anchor promoted, L_apm on the shared
+    features with weight 1 (the paper's L = L_apm + L_det)."""
+    p = load_config(config, []).MODEL.PADET
     assert (p.APM_PROMOTE_THRESH, p.APM_DETACH, p.APM_LOSS_WEIGHT) == (0.0, False, 1.0)
+
+
+def test_shapes_config_weights_the_apm_loss_by_a_quarter():
+    """The shapes config's one departure from the paper's loss (docs/padet.md#experiments)."""
+    p = _shapes_cfg().MODEL.PADET
+    assert (p.APM_PROMOTE_THRESH, p.APM_DETACH, p.APM_LOSS_WEIGHT) == (0.0, False, 0.25)
