@@ -339,3 +339,23 @@ def test_a_run_already_in_the_file_under_another_row_is_not_trained_again(tmp_pa
 def test_ablate_refuses_an_unknown_group_before_training(capsys):
     with pytest.raises(SystemExit, match=re.escape("no group ['nope']")):
         ablate.main(["--groups", "nope"])
+
+
+def test_ablate_rows_trains_only_the_named_rows_and_prints_whole_tables(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    trained = {}
+
+    def fake_run_ablation(groups, seeds, results, root):
+        trained.update({g: [row.name for row in spec["rows"]] for g, spec in groups.items()})
+        return read_results(results)
+
+    monkeypatch.setattr(ablate, "run_ablation", fake_run_ablation)
+    assert ablate.main(["--groups", "readme", "iou_balanced_retinanet", "--rows", "retinanet",
+                        "iou_balanced_retinanet", "baseline", "--seeds", "4"]) == 0
+    assert trained == {"readme": ["retinanet", "iou_balanced_retinanet"],
+                       "iou_balanced_retinanet": ["baseline"]}
+    assert "IoU-uniform R-CNN" in capsys.readouterr().out  # the readme table keeps every row
+    trained.clear()
+    with pytest.raises(SystemExit, match=re.escape("no row ['nope']")):
+        ablate.main(["--groups", "readme", "--rows", "retinanet", "nope"])
+    assert trained == {}

@@ -5,6 +5,7 @@ paired difference to its baseline on the same seeds).
 
     python tools/ablate.py                                  # every group of the file, its seeds
     python tools/ablate.py --groups readme --seeds 1 2 3    # some groups, some seeds
+    python tools/ablate.py --groups readme --rows retinanet iou_balanced_retinanet --seeds 4 5
     python tools/ablate.py --set primitives                 # the groups of another dataset
     python tools/ablate.py --tables                         # print the tables only, train nothing
     python tools/ablate.py --write-tables                   # regenerate the tables in the docs
@@ -54,6 +55,9 @@ def parse_args(argv=None):
     parser.add_argument("--output-root", default="output/ablate",
                         help="where the runs' OUTPUT_DIRs go (default %(default)s)")
     parser.add_argument("--groups", nargs="+", default=None, help="default: every group")
+    parser.add_argument("--rows", nargs="+", default=None,
+                        help="train only the rows of these names in the groups (default: every "
+                             "row); the tables still show every row")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="default: the ablation file's seeds")
     mode = parser.add_mutually_exclusive_group()
@@ -90,11 +94,20 @@ def main(argv=None):
             if unknown:
                 raise AblationError(f"{ablations}: no group {unknown}; groups: {sorted(groups)}")
             groups = {g: groups[g] for g in args.groups}
+        to_run = groups
+        if args.rows:
+            to_run = {g: {**spec, "rows": [row for row in spec["rows"] if row.name in args.rows]}
+                      for g, spec in groups.items()}
+            unknown = sorted(set(args.rows) - {row.name for spec in to_run.values()
+                                               for row in spec["rows"]})
+            if unknown:
+                raise AblationError(f"{ablations}: no row {unknown} in the groups "
+                                    f"{sorted(groups)}")
         runs, failure = read_results(results), None
         if not args.tables:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
             try:
-                runs = run_ablation(groups, args.seeds or seeds, results, args.output_root)
+                runs = run_ablation(to_run, args.seeds or seeds, results, args.output_root)
             except AblationError as e:  # runs that failed; the others are in the file
                 failure, runs = e, read_results(results)
     except AblationError as e:
