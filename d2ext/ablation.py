@@ -366,12 +366,24 @@ def _commit():
     return head + ("+dirty" if dirty else "")
 
 
+def _cpu_model():
+    """The CPU's model name (Linux's /proc/cpuinfo), or the architecture where it is unknown:
+    two CPU models can round a training differently (docs/training.md#determinism)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f
+                     if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0]} ({platform.machine()})" if names else platform.machine()
+
+
 def _machine():
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{_cpu_model()} CPU, {torch.get_num_threads()} threads"
 
 
 def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
@@ -379,7 +391,10 @@ def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
     time, adding each to the file as it finishes. Rows sharing a trained model (same config,
     opts and seed) train it once; an interrupted run continues from its last checkpoint.
     A row whose run is already in the file under another group or row (:func:`shared_run`)
-    is recorded from it, with ``"same_run_as": "GROUP/ROW"``, without training again.
+    is recorded from it, with ``"same_run_as": "GROUP/ROW"``, without training again, unless
+    its model is needed here (:func:`_model_needed_here`): rows of a group that share a
+    training are then all recorded from the one on this machine, never some from an earlier
+    training of theirs and some from this one.
     Returns the runs of the file.
 
     A run whose ``train_net.py`` fails (``launch`` raises ``CalledProcessError``, e.g. a
@@ -393,7 +408,9 @@ def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
             for seed in seeds:
                 if find_run(runs, group, row.name, seed):
                     continue
-                same = shared_run(runs, row, seed)
+                same = None
+                if not _model_needed_here(group, spec, row, seed, runs, root):
+                    same = shared_run(runs, row, seed)
                 if same:
                     runs.append({**same, "group": group, "name": row.name,
                                  "same_run_as": same.get("same_run_as",
@@ -415,6 +432,20 @@ def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
         raise AblationError(f"{len(failed)} run(s) failed and are not in {results_path}: "
                             + "; ".join(failed))
     return runs
+
+
+def _model_needed_here(group, spec, row, seed, runs, root):
+    """Whether ``row``'s trained model with ``seed`` is, or is about to be, on this machine for
+    ``group``: its training has finished under ``root``, or another row of the group sharing
+    that training still needs a run that the results file cannot give (a test-time variant to
+    evaluate on the weights). Trainings of one config, opts and seed on two machines or
+    commits can differ, so a group's rows sharing a training are recorded from the same one."""
+    train = run_dir(root, row, seed)
+    if os.path.exists(_results_json(train)):
+        return True
+    return any(other is not row and run_dir(root, other, seed) == train
+               and not find_run(runs, group, other.name, seed)
+               and not shared_run(runs, other, seed) for other in spec["rows"])
 
 
 def _launch_runs(row, seed, root, launch):

@@ -2,9 +2,11 @@
 results file, the tables made from it, and a resumable run of a small ablation."""
 import json
 import os
+import platform
 import re
 
 import pytest
+import torch
 
 from d2ext.ablation import (
     DATA_VERSION,
@@ -237,6 +239,8 @@ def test_small_ablation_trains_each_model_once_and_resumes(tiny_shapes, tmp_path
     base, nms = find_run(runs, "g", "base", 5), find_run(runs, "g", "nms", 5)
     assert base["seed"] == 5 and base["iters"] == 2 and base["train_s"] > 0
     assert base["commit"] and base["opts"] == list(tiny)
+    if not torch.cuda.is_available():  # on a GPU, "machine" names the GPU
+        assert platform.machine() in base["machine"] and base["machine"].endswith(" threads")
     assert nms["test_opts"] == ["MODEL.ROI_HEADS.NMS_THRESH_TEST", "0.3"]
     for run in (base, nms):
         assert set(run["metrics"]) >= {"AP", "AP50", "AP55", "AP95", "APs", "APm", "APl"}
@@ -305,6 +309,29 @@ def test_a_run_already_in_the_file_under_another_row_is_not_trained_again(tmp_pa
     readme = _runs("readme", "faster_rcnn", [30.0, 35.0])
     for run in readme:
         run.update(config=config, opts=[], test_opts=[], commit="abc", train_s=600.0)
+    spec = {"title": "t", "rows": [Row("table", "baseline", config)]}
+    results, root = str(tmp_path / "results.json"), str(tmp_path / "runs")
+    with open(results, "w") as f:
+        json.dump(readme, f)
+    launched = []
+    runs = run_ablation({"table": spec}, [1, 2], results, root,
+                        launch=lambda argv: launched.append(argv))
+    assert launched == []
+    for seed, ap in ((1, 30.0), (2, 35.0)):
+        reused = find_run(runs, "table", "baseline", seed)
+        assert reused["metrics"]["AP"] == ap and reused["same_run_as"] == "readme/faster_rcnn"
+        assert (reused["commit"], reused["train_s"]) == ("abc", 600.0)
+
+
+def test_rows_sharing_a_training_come_from_the_same_model(tmp_path):
+    """When a row of a group needs the trained weights (a test-time variant) and they are not
+    on this machine, the row sharing that training is recorded from the new training too, not
+    from the file's run of an earlier one (two trainings can differ); once a training has
+    finished here, rows are recorded from it; an older data version's run is not reused."""
+    config = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
+    readme = _runs("readme", "faster_rcnn", [30.0, 35.0])
+    for run in readme:
+        run.update(config=config, opts=[], test_opts=[], commit="abc", train_s=600.0)
     old = _runs("readme", "faster_rcnn", [20.0, 21.0, 22.0], data_version=DATA_VERSION - 1)
     for run in old:
         run.update(config=config, opts=[], test_opts=[])
@@ -325,15 +352,20 @@ def test_a_run_already_in_the_file_under_another_row_is_not_trained_again(tmp_pa
             f.write("SOLVER:\n  MAX_ITER: 7\n")
 
     runs = run_ablation({"table": spec}, [1, 2, 3], results, root, launch=launch)
-    for seed, ap in ((1, 30.0), (2, 35.0)):
-        reused = find_run(runs, "table", "baseline", seed)
-        assert reused["metrics"]["AP"] == ap and reused["same_run_as"] == "readme/faster_rcnn"
-        assert (reused["commit"], reused["train_s"]) == ("abc", 600.0)
-    assert find_run(runs, "table", "baseline", 3)["metrics"]["AP"] == 50.0  # seed 3: old only
-    # trained: seed 3's model; evaluated with K V: every seed (seeds 1-2 train for it too)
+    for seed in (1, 2, 3):  # the readme runs of seeds 1-2 are another training: not paired here
+        baseline = find_run(runs, "table", "baseline", seed)
+        assert baseline["metrics"]["AP"] == 50.0 and "same_run_as" not in baseline
+        assert find_run(runs, "table", "nms", seed)["metrics"]["AP"] == 50.0
+    # trained: every seed's model, once; evaluated with K V: every seed
     assert sorted(launched) == [("1", False), ("1", True), ("2", False), ("2", True),
                                 ("3", False), ("3", True)]
     assert read_results(results) == sorted(runs, key=lambda r: (r["group"], r["name"], r["seed"]))
+    # the training of seed 1 is on this machine: a row of another group recorded from it,
+    # not from the file's readme run (AP 30)
+    other = {"title": "t", "rows": [Row("other", "baseline", config)]}
+    runs = run_ablation({"other": other}, [1], results, root, launch=launch)
+    assert find_run(runs, "other", "baseline", 1)["metrics"]["AP"] == 50.0
+    assert len(launched) == 6
 
 
 def test_ablate_refuses_an_unknown_group_before_training(capsys):
