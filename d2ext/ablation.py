@@ -386,7 +386,7 @@ def _machine():
     return f"{_cpu_model()} CPU, {torch.get_num_threads()} threads"
 
 
-def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
+def run_ablation(groups, seeds, results_path, root, launch=run_train_net, rows=None):
     """Train and evaluate every (group, row, seed) missing from the results file, one run at a
     time, adding each to the file as it finishes. Rows sharing a trained model (same config,
     opts and seed) train it once; an interrupted run continues from its last checkpoint.
@@ -395,7 +395,8 @@ def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
     its model is needed here (:func:`_model_needed_here`): rows of a group that share a
     training are then all recorded from the one on this machine, never some from an earlier
     training of theirs and some from this one.
-    Returns the runs of the file.
+    ``rows``: the names of the rows to run (default: every row); the groups' other rows still
+    count as sharing their trainings. Returns the runs of the file.
 
     A run whose ``train_net.py`` fails (``launch`` raises ``CalledProcessError``, e.g. a
     training stopped by the collapse check) is not recorded and the other runs go on; rows
@@ -405,6 +406,8 @@ def run_ablation(groups, seeds, results_path, root, launch=run_train_net):
     failed, failed_dirs = [], set()
     for group, spec in groups.items():
         for row in spec["rows"]:  # a row's seeds one after the other: comparisons complete early
+            if rows is not None and row.name not in rows:
+                continue
             for seed in seeds:
                 if find_run(runs, group, row.name, seed):
                     continue

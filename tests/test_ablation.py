@@ -377,8 +377,9 @@ def test_ablate_rows_trains_only_the_named_rows_and_prints_whole_tables(monkeypa
     monkeypatch.chdir(REPO)
     trained = {}
 
-    def fake_run_ablation(groups, seeds, results, root):
-        trained.update({g: [row.name for row in spec["rows"]] for g, spec in groups.items()})
+    def fake_run_ablation(groups, seeds, results, root, rows):
+        trained.update({g: [row.name for row in spec["rows"] if row.name in rows]
+                        for g, spec in groups.items()})
         return read_results(results)
 
     monkeypatch.setattr(ablate, "run_ablation", fake_run_ablation)
@@ -391,3 +392,31 @@ def test_ablate_rows_trains_only_the_named_rows_and_prints_whole_tables(monkeypa
     with pytest.raises(SystemExit, match=re.escape("no row ['nope']")):
         ablate.main(["--groups", "readme", "--rows", "retinanet", "nope"])
     assert trained == {}
+
+
+def test_rows_run_alone_still_share_their_training_with_the_group(tmp_path):
+    """``rows`` runs only the named rows, but a named row whose group has an unnamed row still
+    needing that training's weights is trained here, not copied from the file's earlier run."""
+    config = "configs/shapes/faster_rcnn_R_18_FPN.yaml"
+    readme = _runs("readme", "faster_rcnn", [30.0])
+    readme[0].update(config=config, opts=[], test_opts=[])
+    spec = {"title": "t", "rows": [Row("table", "baseline", config),
+                                   Row("table", "nms", config, (), ("K", "V"), "baseline")]}
+    results, root = str(tmp_path / "results.json"), str(tmp_path / "runs")
+    with open(results, "w") as f:
+        json.dump(readme, f)
+    launched = []
+
+    def launch(argv):
+        out = argv[argv.index("OUTPUT_DIR") + 1]
+        launched.append("--eval-only" in argv)
+        os.makedirs(os.path.join(out, "inference"))
+        with open(os.path.join(out, "inference", "results.json"), "w") as f:
+            json.dump({"bbox": {"AP": 50.0}}, f)
+        with open(os.path.join(out, "config.yaml"), "w") as f:
+            f.write("SOLVER:\n  MAX_ITER: 7\n")
+
+    runs = run_ablation({"table": spec}, [1], results, root, launch=launch, rows=["baseline"])
+    assert launched == [False]  # trained, not evaluated: nms was not asked for
+    assert find_run(runs, "table", "baseline", 1)["metrics"]["AP"] == 50.0
+    assert find_run(runs, "table", "nms", 1) is None

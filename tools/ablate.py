@@ -94,11 +94,8 @@ def main(argv=None):
             if unknown:
                 raise AblationError(f"{ablations}: no group {unknown}; groups: {sorted(groups)}")
             groups = {g: groups[g] for g in args.groups}
-        to_run = groups
         if args.rows:
-            to_run = {g: {**spec, "rows": [row for row in spec["rows"] if row.name in args.rows]}
-                      for g, spec in groups.items()}
-            unknown = sorted(set(args.rows) - {row.name for spec in to_run.values()
+            unknown = sorted(set(args.rows) - {row.name for spec in groups.values()
                                                for row in spec["rows"]})
             if unknown:
                 raise AblationError(f"{ablations}: no row {unknown} in the groups "
@@ -107,7 +104,8 @@ def main(argv=None):
         if not args.tables:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
             try:
-                runs = run_ablation(to_run, args.seeds or seeds, results, args.output_root)
+                runs = run_ablation(groups, args.seeds or seeds, results, args.output_root,
+                                    rows=args.rows)
             except AblationError as e:  # runs that failed; the others are in the file
                 failure, runs = e, read_results(results)
     except AblationError as e:
