@@ -87,6 +87,25 @@ def test_malformed_ablation_file_names_file_group_and_row(tmp_path, row, message
     assert str(path) in str(e.value) and "group 'g'" in str(e.value)
 
 
+def _write_finished_run(output_dir, metrics=None):
+    """What a finished train_net.py run leaves in its OUTPUT_DIR for the runner to record: the
+    evaluation's results.json and config.yaml (7 iterations)."""
+    os.makedirs(os.path.join(output_dir, "inference"))
+    with open(os.path.join(output_dir, "inference", "results.json"), "w") as f:
+        json.dump({"bbox": metrics or {"AP": 50.0}}, f)
+    with open(os.path.join(output_dir, "config.yaml"), "w") as f:
+        f.write("SOLVER:\n  MAX_ITER: 7\n")
+
+
+def _recording_launcher(calls, record):
+    """A stand-in for train_net.py: appends ``record(argv)`` to ``calls`` and leaves a finished
+    run in the OUTPUT_DIR."""
+    def launch(argv):
+        calls.append(record(argv))
+        _write_finished_run(argv[argv.index("OUTPUT_DIR") + 1])
+    return launch
+
+
 def _runs(group, name, aps, ap75s=None, data_version=DATA_VERSION):
     return [{"group": group, "name": name, "seed": s, "train_s": 120.0,
              "data_version": data_version,
@@ -144,14 +163,7 @@ def test_runs_of_an_older_data_version_are_history_only(tmp_path):
         json.dump(old, f)
     trained = []
 
-    def launch(argv):
-        out = argv[argv.index("OUTPUT_DIR") + 1]
-        trained.append(out)
-        os.makedirs(os.path.join(out, "inference"))
-        with open(os.path.join(out, "inference", "results.json"), "w") as f:
-            json.dump({"bbox": {"AP": 50.0}}, f)
-        with open(os.path.join(out, "config.yaml"), "w") as f:
-            f.write("SOLVER:\n  MAX_ITER: 7\n")
+    launch = _recording_launcher(trained, lambda argv: argv[argv.index("OUTPUT_DIR") + 1])
 
     runs = run_ablation({"g": spec}, [1], results, root, launch=launch)
     assert trained == [os.path.join(root, f"v{DATA_VERSION}", "shapes", "faster_rcnn_R_18_FPN",
@@ -268,7 +280,6 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     retried for the row sharing it; the other seeds run and are recorded; the error at the end
     names the failed runs and the log to read."""
     import subprocess
-    import yaml
 
     spec = {"title": "t", "rows": [
         Row("g", "base", "configs/shapes/faster_rcnn_R_18_FPN.yaml"),
@@ -280,11 +291,7 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
         launched.append((out, "--eval-only" in argv))
         if argv[argv.index("SEED") + 1] == "2" and "--eval-only" not in argv:
             raise subprocess.CalledProcessError(1, ["train_net.py"])
-        os.makedirs(os.path.join(out, "inference"))
-        with open(os.path.join(out, "inference", "results.json"), "w") as f:
-            json.dump({"bbox": {"AP": 50.0, "AP50": 80.0}}, f)
-        with open(os.path.join(out, "config.yaml"), "w") as f:
-            yaml.safe_dump({"SOLVER": {"MAX_ITER": 7}}, f)
+        _write_finished_run(out, {"AP": 50.0, "AP50": 80.0})
 
     results, root = str(tmp_path / "results.json"), str(tmp_path / "runs")
     with pytest.raises(AblationError) as e:
@@ -342,14 +349,8 @@ def test_rows_sharing_a_training_come_from_the_same_model(tmp_path):
         json.dump(readme + old, f)
     launched = []
 
-    def launch(argv):
-        out = argv[argv.index("OUTPUT_DIR") + 1]
-        launched.append((argv[argv.index("SEED") + 1], "--eval-only" in argv))
-        os.makedirs(os.path.join(out, "inference"))
-        with open(os.path.join(out, "inference", "results.json"), "w") as f:
-            json.dump({"bbox": {"AP": 50.0}}, f)
-        with open(os.path.join(out, "config.yaml"), "w") as f:
-            f.write("SOLVER:\n  MAX_ITER: 7\n")
+    launch = _recording_launcher(
+        launched, lambda argv: (argv[argv.index("SEED") + 1], "--eval-only" in argv))
 
     runs = run_ablation({"table": spec}, [1, 2, 3], results, root, launch=launch)
     for seed in (1, 2, 3):  # the readme runs of seeds 1-2 are another training: not paired here
@@ -407,14 +408,7 @@ def test_rows_run_alone_still_share_their_training_with_the_group(tmp_path):
         json.dump(readme, f)
     launched = []
 
-    def launch(argv):
-        out = argv[argv.index("OUTPUT_DIR") + 1]
-        launched.append("--eval-only" in argv)
-        os.makedirs(os.path.join(out, "inference"))
-        with open(os.path.join(out, "inference", "results.json"), "w") as f:
-            json.dump({"bbox": {"AP": 50.0}}, f)
-        with open(os.path.join(out, "config.yaml"), "w") as f:
-            f.write("SOLVER:\n  MAX_ITER: 7\n")
+    launch = _recording_launcher(launched, lambda argv: "--eval-only" in argv)
 
     runs = run_ablation({"table": spec}, [1], results, root, launch=launch, rows=["baseline"])
     assert launched == [False]  # trained, not evaluated: nms was not asked for
