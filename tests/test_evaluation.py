@@ -8,7 +8,8 @@ import torch
 from pycocotools.coco import COCO
 
 from d2ext import COCOEvaluatorWithIoUThresholds
-from d2ext.evaluation.ranking import oracle_scored, ranking_decomposition
+from d2ext.datasets.primitives import PRIMITIVES
+from d2ext.evaluation.ranking import coco_gt_of, oracle_scored, ranking_decomposition
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
@@ -89,3 +90,17 @@ def test_ranking_decomposition_separates_scores_from_boxes():
     # no detection at all: zero everywhere, no error
     empty = ranking_decomposition(gt, [])
     assert empty["detections"] == 0 and empty["recall"]["AP50"] == 0 == empty["AP"]["AP50"]
+
+
+def test_coco_gt_of_a_generated_dataset_never_loaded_before(tmp_path):
+    """A generated dataset's json_file does not exist until the dataset is first loaded (a
+    fresh checkout): coco_gt_of loads it, so the ground truth is there and current."""
+    name = "primitives_coco_gt_case"
+    if name not in DatasetCatalog.list():
+        PRIMITIVES.register(name, 3, 7, root=str(tmp_path))
+    json_file = MetadataCatalog.get(name).json_file
+    assert not (tmp_path / f"{name}.json").exists() and json_file == str(tmp_path / f"{name}.json")
+    coco = coco_gt_of(name)
+    assert (tmp_path / f"{name}.json").exists()
+    assert sorted(coco.getImgIds()) == [1, 2, 3]
+    assert len(coco.getAnnIds()) == sum(len(r["annotations"]) for r in DatasetCatalog.get(name))
