@@ -1,9 +1,7 @@
 """The evaluator of a registered dataset, chosen by its metadata's ``evaluator_type``."""
-import os
+from detectron2.data import MetadataCatalog
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-from .coco import COCOEvaluatorWithIoUThresholds
+from .coco import COCOEvaluatorWithIoUThresholds, dataset_json_file
 from .crowdhuman import CrowdHumanEvaluator
 
 __all__ = ["COCO_STYLE_EVALUATOR_TYPES", "build_dataset_evaluator"]
@@ -34,9 +32,7 @@ def build_dataset_evaluator(cfg, dataset_name, output_folder):
             f"dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; this project "
             f"evaluates 'crowdhuman' and {', '.join(map(repr, COCO_STYLE_EVALUATOR_TYPES))}"
         )
-    json_file = metadata.get("json_file")
-    if json_file and not os.path.isfile(json_file):
-        DatasetCatalog.get(dataset_name)  # datasets that write their files on first use
+    dataset_json_file(dataset_name)  # written first by a dataset that writes it on first use
     # use_fast_impl=False: the pycocotools path, no compiled detectron2 ops.
     return COCOEvaluatorWithIoUThresholds(
         dataset_name, output_dir=output_folder, use_fast_impl=False

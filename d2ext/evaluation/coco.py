@@ -5,14 +5,27 @@ the precision at every threshold, so these are read from the same evaluation.
 """
 import contextlib
 import io
+import os
 
 from pycocotools.coco import COCO
 
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.logger import create_small_table
 
 __all__ = ["COCOEvaluatorWithIoUThresholds", "ap_per_iou_threshold", "per_iou_threshold",
-           "load_coco_results"]
+           "load_coco_results", "dataset_json_file"]
+
+
+def dataset_json_file(dataset_name):
+    """A registered dataset's ``json_file`` (None when it has none), which COCO evaluation reads
+    as the ground truth. A dataset that writes its files on first use (the synthetic shapes and
+    primitives sets) is loaded once first when the file is not there yet, as a test loader
+    would load it."""
+    json_file = MetadataCatalog.get(dataset_name).get("json_file")
+    if json_file and not os.path.isfile(json_file):
+        DatasetCatalog.get(dataset_name)
+    return json_file
 
 
 def load_coco_results(coco_gt, coco_results):

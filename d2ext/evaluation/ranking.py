@@ -22,22 +22,19 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 
-from .coco import ap_per_iou_threshold, load_coco_results, per_iou_threshold
+from .coco import ap_per_iou_threshold, dataset_json_file, load_coco_results, per_iou_threshold
 
 __all__ = ["coco_gt_of", "oracle_scored", "recall_per_iou_threshold", "ranking_decomposition"]
 
 
 def coco_gt_of(dataset_name):
     """The pycocotools ``COCO`` ground truth that detectron2's ``COCOEvaluator`` evaluates a
-    registered dataset against: its ``json_file``, or the dataset converted to COCO format.
-    The dataset is loaded first, as a test loader loads it before its evaluator reads the
-    ``json_file``: a generated dataset (shapes, primitives) writes that file on its first load."""
-    DatasetCatalog.get(dataset_name)
+    registered dataset against: its ``json_file`` (:func:`~.coco.dataset_json_file`), or the
+    dataset converted to COCO format."""
+    json_file = dataset_json_file(dataset_name)
     with contextlib.redirect_stdout(io.StringIO()):
-        json_file = getattr(MetadataCatalog.get(dataset_name), "json_file", None)
         if json_file:
             return COCO(json_file)
         coco = COCO()
