@@ -94,10 +94,9 @@ def test_ranking_decomposition_separates_scores_from_boxes():
 
 def test_coco_gt_of_a_generated_dataset_never_loaded_before(tmp_path):
     """A generated dataset's json_file does not exist until the dataset is first loaded (a
-    fresh checkout): coco_gt_of loads it, so the ground truth is there and current."""
-    name = "primitives_coco_gt_case"
-    if name not in DatasetCatalog.list():
-        PRIMITIVES.register(name, 3, 7, root=str(tmp_path))
+    fresh checkout): coco_gt_of loads it first, so the ground truth is there."""
+    name = f"primitives_coco_gt_{tmp_path.name}"
+    PRIMITIVES.register(name, 3, 7, root=str(tmp_path))
     json_file = MetadataCatalog.get(name).json_file
     assert not (tmp_path / f"{name}.json").exists() and json_file == str(tmp_path / f"{name}.json")
     coco = coco_gt_of(name)
